@@ -1,0 +1,42 @@
+"""LoRA (Hu et al., ICLR 2022), wrapping Hugging Face peft's implementation.
+
+y = W0·x + (α/r)·B·A·dropout(x), B initialised to zero, so the model is the
+backbone at initialisation. Defaults are the LoRA paper's for T5 (q and v).
+``for_inference`` merges the update into the weights, as users deploy it.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveInt
+from torch import nn
+
+from energybench.methods.base import ApplyContext, Method, MethodSettings
+
+
+class LoRASettings(MethodSettings):
+    r: PositiveInt = Field(8, description="rank of the update")
+    alpha: float = Field(8.0, gt=0, description="scaling numerator: update is scaled by alpha/r")
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q", "v"], min_length=1)
+
+
+class LoRA(Method):
+    name = "lora"
+    summary = "low-rank update B·A on the targeted projections (peft)"
+    paper = "Hu et al., ICLR 2022"
+    implemented_by = "peft"
+    Settings = LoRASettings
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        s = self.settings
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=list(s.target_modules))
+
+    def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        from peft import get_peft_model
+
+        return get_peft_model(model, self.peft_config())
+
+    def for_inference(self, model: nn.Module) -> nn.Module:
+        return model.merge_and_unload()
