@@ -115,10 +115,8 @@ def check_backbone_available(name: str, path: str | None) -> str | None:
         if not (p / "config.json").exists():
             return f"backbone.path {path!r} has no config.json — expected a folder saved with save_pretrained()"
         return None
-    try:
-        from huggingface_hub import hf_hub_download
+    from energybench.hub import hub_reachable, model_cached
 
-        hf_hub_download(name, "config.json", etag_timeout=5)
-    except Exception:  # noqa: BLE001 - any failure means "not available", with our message
-        return backbone_missing_message(name)
-    return None
+    if model_cached(name) or hub_reachable():
+        return None
+    return backbone_missing_message(name)

@@ -1,0 +1,260 @@
+"""Suite schema: YAML → validated objects; every error names file, line and field path.
+
+A suite is validated whole before any run starts: the structure by pydantic,
+each method's hyper-parameters by that method's own ``Settings`` model, and
+cross-field rules (e.g. AdaLoRA's schedule against the run's step count) by
+:func:`energybench.preflight.preflight`. Unknown keys are errors everywhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, model_validator
+
+from energybench.measure.settings import MeasureSettings
+from energybench.registry import UnknownMethodError, load_method
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class TrainingSettings(BaseModel):
+    """The training loop's settings; a method entry may override any of them."""
+
+    model_config = _STRICT
+    learning_rate: PositiveFloat = 3e-4
+    batch_size: PositiveInt = 32
+    max_epochs: PositiveInt = 30
+    max_steps: PositiveInt | None = Field(None, description="cap on optimizer steps (None: max_epochs decides)")
+    warmup_ratio: float = Field(0.06, ge=0, lt=1)
+    weight_decay: NonNegativeFloat = 0.0
+    grad_clip: PositiveFloat | None = 1.0
+    patience: PositiveInt | None = Field(3, description="evaluations without improvement before stopping")
+    eval_every_steps: PositiveInt | None = Field(None, description="None: evaluate at the end of each epoch")
+    max_source_length: PositiveInt = 128
+    max_target_length: PositiveInt = 8
+    eval_batch_size: PositiveInt = 64
+    max_train_examples: PositiveInt | None = None
+    max_eval_examples: PositiveInt | None = Field(None, description="cap on validation/test examples (quick runs)")
+
+
+class TrainingOverrides(BaseModel):
+    model_config = _STRICT
+    learning_rate: PositiveFloat | None = None
+    batch_size: PositiveInt | None = None
+    max_epochs: PositiveInt | None = None
+    max_steps: PositiveInt | None = None
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    weight_decay: NonNegativeFloat | None = None
+    grad_clip: PositiveFloat | None = None
+    patience: PositiveInt | None = None
+    eval_every_steps: PositiveInt | None = None
+
+
+class BackboneEntry(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    path: str | None = Field(None, description="local folder saved with save_pretrained(); wins over the hub")
+    label: str | None = None
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+
+class TaskEntry(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    data_dir: str | None = Field(None, description="local GLUE TSV folder (glue_data/ layout)")
+
+    @model_validator(mode="after")
+    def _known(self):
+        from energybench.tasks.loading import TASK_NAMES
+
+        if self.name not in TASK_NAMES:
+            raise ValueError(f"unknown task {self.name!r}; known tasks: {', '.join(TASK_NAMES)}")
+        return self
+
+
+class MethodEntry(BaseModel):
+    """A method by registered name; every other key is that method's setting."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: str = Field(min_length=1)
+    label: str | None = None
+    training: TrainingOverrides = TrainingOverrides()
+
+    @property
+    def display(self) -> str:
+        return self.label or self.name
+
+    @property
+    def settings_dict(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Suite(BaseModel):
+    model_config = _STRICT
+    name: str = Field(min_length=1)
+    description: str = ""
+    output_dir: str = Field(min_length=1)
+    backbones: list[BackboneEntry] = Field(min_length=1)
+    tasks: list[TaskEntry] = Field(min_length=1)
+    methods: list[MethodEntry] = Field(min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    training: TrainingSettings = TrainingSettings()
+    measure: MeasureSettings = MeasureSettings()
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _unique_labels(self):
+        labels = [m.display for m in self.methods]
+        dup = {x for x in labels if labels.count(x) > 1}
+        if dup:
+            raise ValueError(f"method labels must be unique (give repeated methods a `label`): {', '.join(sorted(dup))}")
+        return self
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be run; the message names file:line and field path."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+# ---------------------------------------------------------------- line lookup
+
+
+def _line_index(node: yaml.Node, path: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Map every field path in the YAML document to its 1-based line."""
+    out = {} if out is None else out
+    out.setdefault(path, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            p = path + (key.value,)
+            out[p] = key.start_mark.line + 1
+            _line_index(value, p, out)
+            out[p] = key.start_mark.line + 1
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            _line_index(item, path + (i,), out)
+    return out
+
+
+def _line_for(lines: dict[tuple, int], loc: tuple) -> int:
+    loc = tuple(loc)
+    while loc and loc not in lines:
+        loc = loc[:-1]
+    return lines.get(loc, 1)
+
+
+def format_loc(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s or "(top level)"
+
+
+_FRIENDLY = {
+    "greater_than": "must be greater than {gt}",
+    "greater_than_equal": "must be at least {ge}",
+    "less_than": "must be less than {lt}",
+    "extra_forbidden": "unknown key (not a field of this section)",
+    "missing": "required field is missing",
+}
+
+
+def _message(err: dict) -> str:
+    kind = err.get("type", "")
+    ctx = err.get("ctx", {}) or {}
+    if kind in ("greater_than", "greater_than_equal") and ctx.get("gt", ctx.get("ge")) in (0, 1) \
+            and isinstance(err.get("input"), int) and not isinstance(err.get("input"), bool):
+        return "must be a positive integer"
+    if kind in _FRIENDLY:
+        try:
+            return _FRIENDLY[kind].format(**ctx)
+        except (KeyError, IndexError):
+            pass
+    if kind == "int_parsing" or kind == "int_type":
+        return f"must be an integer (got {err.get('input')!r})"
+    msg = str(err.get("msg", "invalid value"))
+    return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
+
+
+def _errors_to_problems(file: str, lines: dict, exc: ValidationError, prefix: tuple = ()) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        out.append(f"{file}:{_line_for(lines, loc)} {format_loc(loc)}: {_message(err)}")
+    return out
+
+
+# ---------------------------------------------------------------- loading
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Parse and validate a suite file; raise :class:`SuiteError` listing every problem."""
+    path = Path(path)
+    file = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SuiteError([f"{file}: suite file not found"]) from None
+    return parse_suite(text, file)
+
+
+def parse_suite(text: str, file: str = "<suite>") -> Suite:
+    try:
+        node = yaml.compose(text)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise SuiteError([f"{file}:{line} (YAML syntax): {getattr(exc, 'problem', exc)}"]) from None
+    if not isinstance(data, dict):
+        raise SuiteError([f"{file}:1 (top level): a suite is a mapping of fields (name, backbones, tasks, methods, ...)"])
+    lines = _line_index(node)
+    problems: list[str] = []
+    suite = None
+    try:
+        suite = Suite.model_validate(data)
+    except ValidationError as exc:
+        problems += _errors_to_problems(file, lines, exc)
+    raw_methods = data.get("methods")
+    for i, raw in enumerate(raw_methods if isinstance(raw_methods, list) else []):
+        try:
+            entry = MethodEntry.model_validate(raw)
+        except ValidationError:
+            continue  # already reported by the structural pass
+        problems += _check_method(entry, i, file, lines)
+    if problems:
+        raise SuiteError(problems)
+    return suite
+
+
+def _check_method(entry: MethodEntry, i: int, file: str, lines: dict) -> list[str]:
+    loc = ("methods", i)
+    try:
+        cls = load_method(entry.name)
+    except UnknownMethodError as exc:
+        return [f"{file}:{_line_for(lines, loc + ('name',))} {format_loc(loc + ('name',))}: {exc}"]
+    try:
+        cls.Settings.model_validate(entry.settings_dict)
+    except ValidationError as exc:
+        return _errors_to_problems(file, lines, exc, prefix=loc)
+    return []
+
+
+def method_settings(entry: MethodEntry):
+    return load_method(entry.name).Settings.model_validate(entry.settings_dict)
+
+
+def stable_hash(obj: Any) -> str:
+    """A short hash of a JSON-able object, independent of key order."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
