@@ -13,17 +13,37 @@ from energybench.tasks.formatting import candidates, source_text, target_text
 IGNORE = -100
 
 
+_TOKEN_CACHE: dict[tuple[int, str, int], list[int]] = {}
+
+
+def token_ids(tokenizer, texts: Sequence[str], max_len: int) -> list[list[int]]:
+    """Token ids of each text (truncated, with EOS), tokenising each distinct text once.
+
+    The pure-Python byte tokenizer costs more than a tiny model's training
+    step; every run re-reads the same examples each epoch, so the ids are
+    memoised per (tokenizer, text, max_len).
+    """
+    key = id(tokenizer)
+    missing = list(dict.fromkeys(t for t in texts if (key, t, max_len) not in _TOKEN_CACHE))
+    if missing:
+        for text, ids in zip(missing, tokenizer(missing, max_length=max_len, truncation=True)["input_ids"]):
+            _TOKEN_CACHE[(key, text, max_len)] = ids
+    return [_TOKEN_CACHE[(key, t, max_len)] for t in texts]
+
+
+def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
 def encode_sources(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_len: int) -> dict[str, torch.Tensor]:
-    enc = tokenizer([source_text(spec, e) for e in examples], max_length=max_len, truncation=True,
-                    padding=True, return_tensors="pt")
-    return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+    rows = token_ids(tokenizer, [source_text(spec, e) for e in examples], max_len)
+    return {"input_ids": _pad(rows, tokenizer.pad_token_id),
+            "attention_mask": _pad([[1] * len(r) for r in rows], 0)}
 
 
 def encode_targets(tokenizer, texts: Sequence[str], max_len: int) -> torch.Tensor:
-    enc = tokenizer(list(texts), max_length=max_len, truncation=True, padding=True, return_tensors="pt")
-    labels = enc["input_ids"].clone()
-    labels[enc["attention_mask"] == 0] = IGNORE
-    return labels
+    return _pad(token_ids(tokenizer, texts, max_len), IGNORE)
 
 
 def training_batch(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int, max_tgt: int) -> dict:

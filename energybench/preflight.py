@@ -34,6 +34,7 @@ def preflight(suite: Suite, file: str = "suite") -> None:
             problems.append(f"{file} tasks[{i}] ({t.name}): {reason}")
         else:
             train_sizes[t.name] = len(load_task(t.name, t.data_dir, max_train_examples=suite.training.max_train_examples).train)
+    problems += _label_truncation(suite, file)
     for i, m in enumerate(suite.methods):
         check = getattr(load_method(m.name), "check_schedule", None)
         if check is None:
@@ -46,3 +47,26 @@ def preflight(suite: Suite, file: str = "suite") -> None:
                 problems.append(f"{file} methods[{i}] ({m.display}) on {task}: {reason}")
     if problems:
         raise PreflightError(problems)
+
+
+def _label_truncation(suite: Suite, file: str) -> list[str]:
+    """A label longer than max_target_length would be scored truncated: refuse it up front.
+
+    Checked for the byte-level tiny presets, where a label takes one token per
+    byte plus EOS; subword tokenizers (t5-base) need far fewer tokens.
+    """
+    from energybench.backbones import TINY_PRESETS
+    from energybench.tasks.formatting import candidates
+    from energybench.tasks.loading import task_spec
+
+    if not any(b.name in TINY_PRESETS and b.path is None for b in suite.backbones):
+        return []
+    limit = suite.training.max_target_length
+    out = []
+    for t in suite.tasks:
+        longest = max(candidates(task_spec(t.name)), key=len)
+        n = len(longest.encode()) + 1
+        if n > limit:
+            out.append(f"{file} training.max_target_length: {limit} tokens truncate task {t.name}'s label "
+                       f"{longest!r} ({n} byte tokens with EOS); set it to at least {n}")
+    return out

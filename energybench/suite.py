@@ -36,7 +36,7 @@ class TrainingSettings(BaseModel):
     patience: PositiveInt | None = Field(3, description="evaluations without improvement before stopping")
     eval_every_steps: PositiveInt | None = Field(None, description="None: evaluate at the end of each epoch")
     max_source_length: PositiveInt = 128
-    max_target_length: PositiveInt = 8
+    max_target_length: PositiveInt = 16
     eval_batch_size: PositiveInt = 64
     max_train_examples: PositiveInt | None = None
     max_eval_examples: PositiveInt | None = Field(None, description="cap on validation/test examples (quick runs)")

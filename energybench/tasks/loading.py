@@ -23,6 +23,10 @@ def load_task(name: str, data_dir: str | None = None, data_seed: int = 0,
     return data
 
 
+def task_spec(name: str):
+    return SYNTHETIC_SPECS.get(name) or GLUE_SPECS[name]
+
+
 def check_task_available(name: str, data_dir: str | None) -> str | None:
     """A reason the task's data cannot be loaded, or None."""
     if name in SYNTHETIC_SPECS:

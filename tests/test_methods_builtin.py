@@ -1,0 +1,71 @@
+"""full_ft, bitfit and lora train exactly what they should; LoRA starts as the backbone."""
+
+from __future__ import annotations
+
+import torch
+
+from energybench.backbones import load_backbone
+from energybench.methods.base import ApplyContext, count_parameters
+from energybench.methods.bitfit import BitFit
+from energybench.methods.full_ft import FullFineTuning
+from energybench.methods.lora import LoRA
+
+CTX = ApplyContext(total_steps=10, seed=0)
+D, FF, VOCAB, ENC, DEC = 64, 128, 384, 2, 2  # the tiny-t5 preset
+
+
+def _trainable_names(model) -> list[str]:
+    return [n for n, p in model.named_parameters() if p.requires_grad]
+
+
+def _inputs():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(3, 200, (2, 12), generator=g)
+    return dict(input_ids=ids, attention_mask=torch.ones_like(ids), labels=torch.randint(3, 200, (2, 4), generator=g))
+
+
+def test_full_ft_trains_every_parameter():
+    model = FullFineTuning().apply(load_backbone("tiny-t5").model, CTX)
+    trainable, total = count_parameters(model)
+    assert trainable == total == sum(p.numel() for p in model.parameters())
+
+
+def test_bitfit_adds_zero_biases_to_t5_and_trains_only_them():
+    backbone = load_backbone("tiny-t5").model
+    before = backbone(**_inputs()).logits
+    model = BitFit().apply(backbone, CTX)
+    names = _trainable_names(model)
+    assert names and all(n.endswith("bias") for n in names)
+    # Hand count: encoder layer = q,k,v,o (4·D) + wi (FF) + wo (D) + 2 norms (2·D);
+    # decoder layer adds cross-attention q,k,v,o (4·D) and a third norm (D);
+    # plus the two final norms (2·D) and the LM head (VOCAB).
+    enc_layer = 4 * D + FF + D + 2 * D
+    dec_layer = 8 * D + FF + D + 3 * D
+    expected = ENC * enc_layer + DEC * dec_layer + 2 * D + VOCAB
+    assert count_parameters(model)[0] == expected
+    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=0, atol=0)
+
+
+def test_lora_trains_only_a_and_b_of_q_and_v_and_starts_as_the_backbone():
+    backbone = load_backbone("tiny-t5").model
+    before = backbone(**_inputs()).logits.detach()
+    model = LoRA(LoRA.Settings(r=4)).apply(backbone, CTX)
+    names = _trainable_names(model)
+    assert names and all(("lora_A" in n or "lora_B" in n) and (".q." in n or ".v." in n) for n in names)
+    # q and v of encoder self-attention (2 layers) and decoder self + cross attention (2 layers): 12 matrices,
+    # each adds A (r×D) and B (D×r).
+    assert count_parameters(model)[0] == 12 * (4 * D + D * 4)
+    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=0, atol=0)
+
+
+def test_lora_merge_for_inference_keeps_outputs():
+    model = LoRA(LoRA.Settings(r=4)).apply(load_backbone("tiny-t5").model, CTX)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    model.eval()
+    unmerged = model(**_inputs()).logits.detach()
+    merged = LoRA().for_inference(model)
+    assert not any("lora" in n for n, _ in merged.named_parameters())
+    torch.testing.assert_close(merged(**_inputs()).logits, unmerged, rtol=1e-5, atol=1e-5)
