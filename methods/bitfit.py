@@ -22,7 +22,7 @@ class BitFitSettings(MethodSettings):
     add_missing_biases: bool = Field(True, description="add zero biases on a bias-free backbone such as T5")
 
 
-def _add_norm_bias(module: nn.Module, output: torch.Tensor) -> torch.Tensor:
+def _add_norm_bias(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
     return output + module.bitfit_bias
 
 

@@ -43,7 +43,8 @@ def test_bitfit_adds_zero_biases_to_t5_and_trains_only_them():
     dec_layer = 8 * D + FF + D + 3 * D
     expected = ENC * enc_layer + DEC * dec_layer + 2 * D + VOCAB
     assert count_parameters(model)[0] == expected
-    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=0, atol=0)
+    # Zero biases change nothing but the kernel (addmm vs mm): equal up to float rounding.
+    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=1e-5, atol=1e-4)
 
 
 def test_lora_trains_only_a_and_b_of_q_and_v_and_starts_as_the_backbone():
@@ -55,7 +56,8 @@ def test_lora_trains_only_a_and_b_of_q_and_v_and_starts_as_the_backbone():
     # q and v of encoder self-attention (2 layers) and decoder self + cross attention (2 layers): 12 matrices,
     # each adds A (r×D) and B (D×r).
     assert count_parameters(model)[0] == 12 * (4 * D + D * 4)
-    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=0, atol=0)
+    # B = 0: the update is exactly zero; only float rounding of a different kernel path remains.
+    torch.testing.assert_close(model(**_inputs()).logits, before, rtol=1e-5, atol=1e-4)
 
 
 def test_lora_merge_for_inference_keeps_outputs():
