@@ -119,7 +119,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     infer_examples = data.test[: measure.latency_batch_size]
     infer_batch = encode_sources(tokenizer, data.spec, infer_examples, cfg.max_source_length)
     infer_batch["labels"] = encode_targets(tokenizer, [target_text(data.spec, e) for e in infer_examples], cfg.max_target_length)
-    accounting = _accounting(model, method, first, infer_batch, measure)
+    accounting = _accounting(model, method, first, measure)
 
     model.to(device)
     windows: dict[str, dict] = {}
@@ -141,6 +141,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         if method.overrides("for_inference"):
             unmerged = _latency(model, batch, measure, device)
             model = method.for_inference(model)
+        _count_inference_flops(accounting, model, batch, measure)
         meter.begin_window("inference")
         latency = _latency(model, batch, measure, device)
         windows["inference"] = meter.end_window("inference")
@@ -150,7 +151,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
 
     return dict(score=score, metrics=metrics, val_score=result.best_val_score, steps=result.steps,
                 planned_steps=total_steps, epochs=result.epochs, stopped_early=result.stopped_early,
-                trainable_params=trainable, total_params=total, windows=windows, accounting=accounting,
+                trainable_params=trainable, total_params=total, windows=windows, accounting=accounting.as_dict(),
                 method_info={**method_info, "history": result.history}, environment=environment(device))
 
 
@@ -165,21 +166,28 @@ def _loss_fn(method, batch: dict):
     return loss
 
 
-def _accounting(model, method, train_batch: dict, infer_batch: dict, measure: MeasureSettings) -> dict:
+def _accounting(model, method, train_batch: dict, measure: MeasureSettings) -> Figures:
     figs = Figures()
     if not measure.accounting:
-        for name in ("mem_model_bytes", "train_flops", "infer_flops"):
+        for name in ("mem_model_bytes", "train_flops"):
             figs.null(name, "accounting disabled in the suite (measure.accounting: false)")
-        return figs.as_dict()
+        return figs
     mem = model_memory(model, _loss_fn(method, train_batch),
                        lambda params: torch.optim.AdamW(params, lr=1e-3))
     for name, value in mem.as_fields().items():
         figs.put(name, value, "measured", "deterministic accounting on CPU (DESIGN.md)")
     figs.put("train_flops", train_step_flops(model, _loss_fn(method, train_batch)), "measured",
              "torch.utils.flop_counter, one training step")
-    figs.put("infer_flops", inference_flops(model, lambda m: m(**infer_batch)), "measured",
-             "torch.utils.flop_counter, one inference batch")
-    return figs.as_dict()
+    return figs
+
+
+def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSettings) -> None:
+    """FLOPs of one inference batch of the model as deployed (after ``for_inference``)."""
+    if not measure.accounting:
+        figs.null("infer_flops", "accounting disabled in the suite (measure.accounting: false)")
+        return
+    figs.put("infer_flops", inference_flops(model, lambda m: m(**batch)), "measured",
+             "torch.utils.flop_counter, one inference batch of the deployed model")
 
 
 def _trackers(measure: MeasureSettings) -> list:
