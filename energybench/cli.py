@@ -1,4 +1,4 @@
-"""Command line: run · report · methods (and the measurement and comparison commands).
+"""Command line: run · report · methods · compare · baseline export · history add/show.
 
 Exit codes: 0 success, 1 a run failed (run) or a regression (compare),
 2 bad input (a suite, a file, an argument).
@@ -56,21 +56,21 @@ def cmd_run(args) -> int:
           f"in {summary.wall_s:.1f} s")
     for f in summary.failures:
         print(f"  failed: {f}")
-    files = write_report([out], out)
+    files = write_report([out], out, formats=("md", "csv", "html", "png"))
     print(f"report: {files[0]}")
     return 1 if summary.failed else 0
 
 
 def cmd_report(args) -> int:
-    from energybench.report import write_report
+    from energybench.report import FORMATS, write_report
     from energybench.results import ResultsFileError
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
-    unknown = set(formats) - {"md", "csv"}
+    unknown = set(formats) - set(FORMATS)
     if unknown:
-        return _err(f"--format: unknown format(s) {', '.join(sorted(unknown))}; choose from md, csv")
+        return _err(f"--format: unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
     try:
-        files = write_report(args.run_dirs, args.output_dir, formats)
+        files = write_report(args.run_dirs, args.output_dir, formats, baseline_method=args.baseline_method)
     except (FileNotFoundError, ResultsFileError, ValueError) as exc:
         return _err(str(exc))
     for f in files:
@@ -91,6 +91,82 @@ def cmd_methods(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from energybench import compare as C
+
+    try:
+        pyproject = C.find_pyproject()
+        config = C.pyproject_settings(pyproject)
+        metrics = C.resolve_metrics(args.metrics or config.get("metrics") or "all")
+        thresholds = C.resolve_thresholds(args.threshold or [], config, pyproject)
+        alpha = args.alpha if args.alpha is not None else float(config.get("alpha", C.DEFAULT_ALPHA))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            baseline, candidate = C.load_side(args.baseline), C.load_side(args.candidate)
+        for w in caught:  # e.g. a torn last line (an interrupted run): said once, plainly, not as a traceback
+            print(f"energybench: warning: {w.message}", file=sys.stderr)
+        outcome = C.compare(baseline, candidate, metrics, thresholds, alpha, args.fail_on_missing)
+    except (C.CompareInputError, ValueError) as exc:
+        return _err(str(exc))
+    text = C.render_markdown(outcome, args.all) if args.format == "md" else C.RENDERERS[args.format](outcome)
+    if args.output:
+        Path(args.output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 1 if outcome.regressed else 0
+
+
+def cmd_baseline_export(args) -> int:
+    from energybench.compare import CompareInputError, export_baseline
+
+    try:
+        path, doc = export_baseline(args.run_dir, args.output)
+    except CompareInputError as exc:
+        return _err(str(exc))
+    print(f"{path}: {len(doc['rows'])} finished run(s) from {args.run_dir} "
+          f"(commit {doc['git_commit'] or 'unknown'})")
+    return 0
+
+
+def cmd_history_add(args) -> int:
+    from energybench.history import HistoryError, add_run_dir, connect, default_db_path, git_commit, git_dirty
+    from energybench.results import ResultsFileError
+
+    db = args.db or default_db_path()
+    try:
+        conn = connect(db)
+        summary = add_run_dir(conn, args.run_dir, git_commit(), git_dirty())
+    except (HistoryError, FileNotFoundError, ResultsFileError) as exc:
+        return _err(str(exc))
+    if summary.addition_id is None:
+        print(f"{db}: nothing new — all {summary.known_rows} row(s) of {args.run_dir} are already recorded")
+    else:
+        print(f"{db}: addition #{summary.addition_id}: {summary.new_rows} new row(s), {summary.known_rows} already "
+              f"recorded; commit {summary.git_commit or 'unknown (not in a git work tree)'}")
+    return 0
+
+
+def cmd_history_show(args) -> int:
+    from energybench.history import (HistoryError, connect, default_db_path, resolve_metric, trend, trend_markdown,
+                                     trend_png)
+
+    db = args.db or default_db_path()
+    if not Path(db).exists():
+        return _err(f"{db}: no history yet (record a run directory with `energybench history add RUN_DIR`)")
+    try:
+        conn = connect(db)
+        metric = resolve_metric(conn, args.metric)
+        points = trend(conn, metric, args.method, args.backbone, args.task)
+    except HistoryError as exc:
+        return _err(str(exc))
+    sys.stdout.write(trend_markdown(points, metric))
+    if args.png:
+        if not points:
+            return _err(f"--png: nothing to plot for {metric} with this selection")
+        print(f"plot: {trend_png(points, metric, args.png)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="energybench", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -98,13 +174,54 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("suite", nargs="?", help="suite YAML file, or a built-in name: " + ", ".join(BUILTIN_SUITES))
     r.add_argument("--output-dir", help="override the suite's output_dir")
     r.set_defaults(func=cmd_run)
-    rep = sub.add_parser("report", help="write report.md / report.csv from one or more run directories")
-    rep.add_argument("run_dirs", nargs="+", help="run directories (each holding results.jsonl)")
-    rep.add_argument("--format", default="md,csv", help="comma-separated: md, csv (default: md,csv)")
+    rep = sub.add_parser("report", help="write READ-style tables (md, csv), figures (png) and a self-contained "
+                         "report.html from one or more run directories")
+    rep.add_argument("run_dirs", nargs="+", help="run directories (each holding results.jsonl); combined in one report")
+    rep.add_argument("--format", default="md,csv,html,png",
+                     help="comma-separated: md, csv, html, png (default: md,csv,html,png)")
+    rep.add_argument("--baseline-method", default="full_ft",
+                     help="method the '%% of' columns are relative to (default: full_ft)")
     rep.add_argument("-o", "--output-dir", help="where to write (default: the first run directory)")
     rep.set_defaults(func=cmd_report)
     m = sub.add_parser("methods", help="list the registered fine-tuning methods")
     m.set_defaults(func=cmd_methods)
+    cmp_ = sub.add_parser("compare", help="regression gate: compare a candidate's runs with a baseline's "
+                          "(exit 0 ok, 1 regression, 2 bad input)")
+    cmp_.add_argument("baseline", help="run directory, results.jsonl or baseline file (energybench baseline export)")
+    cmp_.add_argument("candidate", help="run directory, results.jsonl or baseline file")
+    cmp_.add_argument("--metrics", help="deterministic | noisy | all | groups (energy, latency, peak_memory, memory, "
+                      "flops) or metric names, comma-separated (default: all, or pyproject's metrics)")
+    cmp_.add_argument("--threshold", action="append", metavar="NAME=VALUE",
+                      help="tolerated increase per metric or group: 5%% (relative) or a number (absolute); "
+                      "repeatable. Defaults: deterministic 0, noisy 10%%; [tool.energybench.compare] in "
+                      "pyproject.toml also sets them")
+    cmp_.add_argument("--alpha", type=float, help="significance level of the noisy-metric test (default 0.05)")
+    cmp_.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    cmp_.add_argument("--fail-on-missing", action="store_true",
+                      help="a baseline run missing from the candidate is a regression (exit 1); for CI gates")
+    cmp_.add_argument("--all", action="store_true", help="list unchanged comparisons too (md)")
+    cmp_.add_argument("-o", "--output", help="write the table here instead of stdout")
+    cmp_.set_defaults(func=cmd_compare)
+    base = sub.add_parser("baseline", help="baseline files for `energybench compare`")
+    base_sub = base.add_subparsers(dest="baseline_command", required=True)
+    bexp = base_sub.add_parser("export", help="write a schema-versioned baseline file (finished runs only)")
+    bexp.add_argument("run_dir", help="run directory (or its results.jsonl)")
+    bexp.add_argument("-o", "--output", required=True, help="e.g. reports/baselines/quickstart.json")
+    bexp.set_defaults(func=cmd_baseline_export)
+    hist = sub.add_parser("history", help="record finished suites in a SQLite history and show trends")
+    hist_sub = hist.add_subparsers(dest="history_command", required=True)
+    hadd = hist_sub.add_parser("add", help="record a run directory's rows with the current git commit (idempotent)")
+    hadd.add_argument("run_dir")
+    hadd.add_argument("--db", help="history database (default: energybench's user data directory)")
+    hadd.set_defaults(func=cmd_history_add)
+    hshow = hist_sub.add_parser("show", help="print a figure's trend over recorded additions; optionally plot it")
+    hshow.add_argument("--metric", required=True, help="e.g. mem_model_bytes, score, train.wall_s, gpu_energy_kwh")
+    hshow.add_argument("--method")
+    hshow.add_argument("--backbone")
+    hshow.add_argument("--task")
+    hshow.add_argument("--png", help="also write the trend as a PNG here")
+    hshow.add_argument("--db", help="history database (default: energybench's user data directory)")
+    hshow.set_defaults(func=cmd_history_show)
     return p
 
 

@@ -1,88 +1,163 @@
-"""results.jsonl → pandas → report.md / report.csv (READ Table 1 style).
+"""results.jsonl → pandas → report.md / report.csv / efficiency.csv / report.html / PNG figures.
 
-Rows are methods, columns each task's test score, their average, trainable
-parameters (% of total) and training wall time, as mean ± std over seeds.
-One section per backbone; failed runs are listed under the tables, never
-silently dropped. Numbers are computed from the latest row of each run.
+Tables follow READ (arXiv 2305.15348): Table 1 (quality: per-task score,
+average, trainable %, training GPU energy) and Table 3 (efficiency: energy —
+NVML's counter and READ's estimate side by side — memory, latency, FLOPs),
+each relative to a baseline method (full fine-tuning by default), as mean ±
+std over seeds, one section per backbone. Figures follow READ's Figure 1.
+A figure that is null is shown as "—" with a footnote saying why; failed
+runs are listed, never silently dropped. Several run directories combine
+into one report; numbers use the latest row of each run in each directory.
 """
 
 from __future__ import annotations
 
+import json
+import warnings
+from dataclasses import dataclass, field
+from html import escape
 from pathlib import Path
 from typing import Iterable
 
 import pandas as pd
 
 from energybench.results import latest_by_run, read_rows
+from energybench.tables import (PROVENANCE, REASON, Footnotes, Table, efficiency_table, footnotes_markdown,
+                                quality_table, resolve_baseline, table_markdown)
+
+FORMATS = ("md", "csv", "html", "png")
+DEFAULT_BASELINE = "full_ft"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_rows(run_dirs: Iterable[str | Path]) -> list[dict]:
+    """The latest row of every run in each directory, tagged with ``source`` (the directory)."""
+    rows = []
+    for d in run_dirs:
+        for r in latest_by_run(read_rows(d)).values():
+            rows.append({**r, "source": str(d)})
+    return rows
+
+
+def _host_energy(flat: dict) -> None:
+    """train.host_energy_kwh = CPU + RAM energy (both CodeCarbon); null with their reasons if either is."""
+    cpu, ram = "train.cpu_energy_kwh", "train.ram_energy_kwh"
+    if cpu not in flat and ram not in flat:
+        return
+    key = "train.host_energy_kwh"
+    if flat.get(cpu) is not None and flat.get(ram) is not None:
+        flat[key] = flat[cpu] + flat[ram]
+        provs = {flat.get(PROVENANCE + cpu), flat.get(PROVENANCE + ram)}
+        flat[PROVENANCE + key] = "estimated" if "estimated" in provs else (flat.get(PROVENANCE + cpu) or "measured")
+    else:
+        flat[key] = None
+        flat[PROVENANCE + key] = "unavailable"
+    why = [flat[REASON + k] for k in (cpu, ram) if isinstance(flat.get(REASON + k), str)]
+    if why:
+        flat[REASON + key] = "; ".join(dict.fromkeys(why))
+
+
+def flatten_row(r: dict) -> dict:
+    """Scalars of a row; window figures as ``<window>.<field>``, accounting figures bare, and beside each
+    figure its ``provenance:<name>`` and ``reason:<name>`` (why it is null, or how it was estimated)."""
+    flat = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
+
+    def figures(prefix: str, figs: dict) -> None:
+        for k, v in figs.items():
+            if not isinstance(v, (dict, list)):
+                flat[prefix + k] = v
+        for k, v in (figs.get("provenance") or {}).items():
+            flat[PROVENANCE + prefix + k] = v
+        for k, v in (figs.get("reasons") or {}).items():
+            flat[REASON + prefix + k] = v
+
+    for w, figs in (r.get("windows") or {}).items():
+        if isinstance(figs, dict):
+            figures(f"{w}.", figs)
+    figures("", r.get("accounting") or {})
+    _host_energy(flat)
+    return flat
 
 
 def load_frame(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
-    """One row per run (latest attempt), window figures flattened as ``<window>.<field>``."""
-    rows: list[dict] = []
+    """One row per run (latest attempt per directory), window figures flattened as ``<window>.<field>``."""
+    return frame_from_rows(load_rows(run_dirs))
+
+
+def frame_from_rows(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([flatten_row(r) for r in rows])
+
+
+def latency_batch_sizes(run_dirs: Iterable[str | Path]) -> set[int]:
+    """The suites' latency batch sizes, from each run directory's suite.json where present."""
+    sizes = set()
     for d in run_dirs:
-        for r in latest_by_run(read_rows(d)).values():
-            flat = {k: v for k, v in r.items() if not isinstance(v, (dict, list))}
-            for w, figs in (r.get("windows") or {}).items():
-                for k, v in figs.items():
-                    if not isinstance(v, (dict, list)):
-                        flat[f"{w}.{k}"] = v
-            for k, v in (r.get("accounting") or {}).items():
-                if not isinstance(v, (dict, list)):
-                    flat[k] = v
-            flat["source"] = str(d)
-            rows.append(flat)
-    return pd.DataFrame(rows)
+        p = Path(d) / "suite.json" if Path(d).is_dir() else Path(d).with_name("suite.json")
+        try:
+            sizes.add(int(json.loads(p.read_text(encoding="utf-8"))["measure"]["latency_batch_size"]))
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return sizes
 
 
-def _mean_std(series: pd.Series) -> tuple[float, float]:
-    s = series.dropna().astype(float)
-    return (float(s.mean()) if len(s) else float("nan"), float(s.std(ddof=1)) if len(s) > 1 else 0.0)
+# --------------------------------------------------------------------------- content
 
 
-def quality_table(ok: pd.DataFrame) -> pd.DataFrame:
-    """Per method: each task's score, the average, trainable %, training time (mean and std over seeds).
-
-    The average is taken per seed over tasks, then its mean and std over seeds,
-    as READ's Table 1 does.
-    """
-    tasks = sorted(ok["task"].unique())
-    out = []
-    for method, g in ok.groupby("method", sort=False):
-        row: dict = {"method": method}
-        for t in tasks:
-            row[f"{t}_mean"], row[f"{t}_std"] = _mean_std(g.loc[g["task"] == t, "score"])
-        per_seed = g.pivot_table(index="seed", columns="task", values="score")
-        complete = per_seed.dropna()
-        row["average_mean"], row["average_std"] = _mean_std(complete.mean(axis=1)) if len(complete) else (float("nan"), 0.0)
-        pct = 100 * g["trainable_params"] / g["total_params"]
-        row["trainable_pct_mean"], _ = _mean_std(pct)
-        row["trainable_params"] = int(g["trainable_params"].median())
-        row["train_time_s_mean"], row["train_time_s_std"] = _mean_std(g["train.wall_s"])
-        row["runs"] = len(g)
-        out.append(row)
-    return pd.DataFrame(out)
+@dataclass
+class BackboneSection:
+    backbone: str
+    tables: list[Table]
+    plots: list = field(default_factory=list)
 
 
-def _fmt(mean: float, std: float, digits: int = 2) -> str:
-    if pd.isna(mean):
-        return "—"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+@dataclass
+class Report:
+    title: str
+    intro: list[str]
+    sections: list[BackboneSection]
+    extra_plots: list = field(default_factory=list)  # across backbones: READ vs counter, budget heatmaps
+    failed: pd.DataFrame | None = None
 
 
-def quality_markdown(table: pd.DataFrame, tasks: list[str]) -> str:
-    header = ["Method", *tasks, "Avg.", "Trainable params (%)", "Train time (s)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for _, r in table.iterrows():
-        cells = [r["method"], *(_fmt(r[f"{t}_mean"], r[f"{t}_std"]) for t in tasks),
-                 _fmt(r["average_mean"], r["average_std"]),
-                 f"{r['trainable_params']:,} ({r['trainable_pct_mean']:.3f}%)",
-                 _fmt(r["train_time_s_mean"], r["train_time_s_std"], 1)]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
-    return "\n".join(lines)
+def build_report(frame: pd.DataFrame, rows: list[dict], run_dirs: list, baseline_method: str = DEFAULT_BASELINE,
+                 plots: bool = True) -> Report:
+    ok = frame[frame["status"] == "ok"]
+    failed = frame[frame["status"] != "ok"]
+    suites = ", ".join(sorted(frame["suite"].astype(str).unique()))
+    intro = [f"Runs: {len(frame)} from {', '.join(map(str, run_dirs))} — {len(ok)} finished, {len(failed)} failed. "
+             f"\"% of\" columns are relative to `{baseline_method}` (--baseline-method)."]
+    sizes = latency_batch_sizes(run_dirs)
+    if sizes:
+        intro.append(f"Inference latency batch size: {', '.join(map(str, sorted(sizes)))} (READ: 1).")
+    dup = frame.groupby("run_id")["source"].nunique() if "source" in frame else pd.Series(dtype=int)
+    if (dup > 1).any():
+        intro.append(f"{int((dup > 1).sum())} run(s) appear in more than one directory; each copy counts as a "
+                     "sample of its seed (their mean is used).")
+    sections = []
+    for backbone, g in ok.groupby("backbone", sort=False):
+        base = resolve_baseline(g, baseline_method)
+        sec = BackboneSection(str(backbone), [quality_table(g, base, baseline_method),
+                                              efficiency_table(g, base, baseline_method)])
+        if plots:
+            from energybench import plots as P
+
+            sec.plots = [P.quality_vs_cost(g, str(backbone)), P.memory_bars(g, str(backbone))]
+        sections.append(sec)
+    extra = []
+    if plots and not ok.empty:
+        from energybench import plots as P
+
+        extra = [P.read_vs_counter(ok), *P.budget_heatmaps(rows)]
+    return Report(f"energybench report: {suites}", intro, sections, extra, failed)
+
+
+# --------------------------------------------------------------------------- writers
 
 
 def failed_markdown(failed: pd.DataFrame) -> str:
-    if failed.empty:
+    if failed is None or failed.empty:
         return ""
     lines = ["### Failed runs", "", "| Backbone | Task | Method | Seed | Error |", "|---|---|---|---|---|"]
     for _, r in failed.iterrows():
@@ -91,37 +166,98 @@ def failed_markdown(failed: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _plot_md(p, link: bool) -> list[str]:
+    if p.png is None:
+        return [f"- **{p.title}**: not drawn — {p.why}", ""]
+    if not link:
+        return []
+    return [f"![{p.title}]({p.name})", "", f"*{p.caption}*", ""]
+
+
+def report_markdown(rep: Report, link_plots: bool) -> str:
+    notes = Footnotes()
+    out = [f"# {rep.title}", "", *[line + "  " for line in rep.intro], ""]
+    for sec in rep.sections:
+        out += [f"## Backbone: {sec.backbone}", ""]
+        for t in sec.tables:
+            out += [f"### {t.title}", "", t.caption, "", table_markdown(t, notes), ""]
+        figs = [line for p in sec.plots for line in _plot_md(p, link_plots)]
+        if figs:
+            out += ["### Figures", "", *figs]
+    if not rep.sections:
+        out += ["No run finished successfully.", ""]
+    extra = [line for p in rep.extra_plots for line in _plot_md(p, link_plots)]
+    if extra:
+        out += ["## Across backbones", "", *extra]
+    out += [failed_markdown(rep.failed), "", footnotes_markdown(notes)]
+    return "\n".join(out).rstrip() + "\n"
+
+
+def report_html(rep: Report) -> str:
+    from energybench.htmlpage import Section, render_page
+
+    sections = [Section(f"Backbone: {s.backbone}", s.tables, s.plots) for s in rep.sections]
+    if not rep.sections:
+        sections.append(Section("No run finished successfully"))
+    if rep.extra_plots:
+        sections.append(Section("Across backbones", plots=rep.extra_plots))
+    tail = []
+    if rep.failed is not None and not rep.failed.empty:
+        body = "".join(f"<tr><td>{escape(str(r['backbone']))}</td><td>{escape(str(r['task']))}</td>"
+                       f"<td>{escape(str(r['method']))}</td><td>{escape(str(r['seed']))}</td>"
+                       f"<td>{escape(str(r.get('error') or ''))}</td></tr>" for _, r in rep.failed.iterrows())
+        tail.append("<h2>Failed runs</h2><table class='failed'><thead><tr><th>Backbone</th><th>Task</th>"
+                    f"<th>Method</th><th>Seed</th><th>Error</th></tr></thead><tbody>{body}</tbody></table>")
+    return render_page(rep.title, [f"<p>{escape(line)}</p>" for line in rep.intro], sections, tail)
+
+
 def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
-                 formats: tuple[str, ...] = ("md", "csv")) -> list[Path]:
-    """Write the report files for ``run_dirs`` into ``out_dir`` (default: the first run dir)."""
-    frame = load_frame(run_dirs)
+                 formats: tuple[str, ...] = ("md", "csv"), baseline_method: str = DEFAULT_BASELINE) -> list[Path]:
+    """Write the report files for ``run_dirs`` into ``out_dir`` (default: the first run dir).
+
+    ``formats``: md (report.md), csv (report.csv = quality table, efficiency.csv, runs.csv), html
+    (report.html, self-contained), png (one file per figure; report.md links them).
+    """
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown report format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
+    run_dirs = list(run_dirs)
+    rows = load_rows(run_dirs)
+    frame = frame_from_rows(rows)
     out = Path(out_dir or run_dirs[0])
+    if out.suffix == ".jsonl":
+        out = out.parent
     out.mkdir(parents=True, exist_ok=True)
     if frame.empty:
         raise ValueError(f"{', '.join(map(str, run_dirs))}: results.jsonl holds no runs yet")
-    ok, failed = frame[frame["status"] == "ok"], frame[frame["status"] != "ok"]
-    sections, tables = [f"# energybench report: {', '.join(sorted(frame['suite'].unique()))}", ""], []
-    for backbone, g in ok.groupby("backbone", sort=False):
-        tasks = sorted(g["task"].unique())
-        table = quality_table(g)
-        table.insert(0, "backbone", backbone)
-        tables.append(table)
-        sections += [f"## Backbone: {backbone}", "",
-                     "Test-set score per task (GLUE metric, READ's split protocol), mean ± std over seeds.", "",
-                     quality_markdown(table, tasks), ""]
-    if ok.empty:
-        sections += ["No run finished successfully.", ""]
-    sections.append(failed_markdown(failed))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        rep = build_report(frame, rows, run_dirs, baseline_method, plots="png" in formats or "html" in formats)
     written = []
     if "md" in formats:
         p = out / "report.md"
-        p.write_text("\n".join(sections).rstrip() + "\n", encoding="utf-8")
+        p.write_text(report_markdown(rep, link_plots="png" in formats), encoding="utf-8")
         written.append(p)
     if "csv" in formats:
-        p = out / "report.csv"
-        (pd.concat(tables) if tables else pd.DataFrame()).to_csv(p, index=False)
-        written.append(p)
+        for name, idx in (("report.csv", 0), ("efficiency.csv", 1)):
+            parts = [t.tables[idx].export.assign(backbone=t.backbone) for t in rep.sections]
+            df = pd.concat(parts) if parts else pd.DataFrame()
+            if not df.empty:
+                df = df[["backbone", *[c for c in df.columns if c != "backbone"]]]
+            p = out / name
+            df.to_csv(p, index=False)
+            written.append(p)
         p = out / "runs.csv"
         frame.to_csv(p, index=False)
         written.append(p)
+    if "html" in formats:
+        p = out / "report.html"
+        p.write_text(report_html(rep), encoding="utf-8")
+        written.append(p)
+    if "png" in formats:
+        for plot in [pl for s in rep.sections for pl in s.plots] + rep.extra_plots:
+            if plot.png is not None:
+                p = out / plot.name
+                p.write_bytes(plot.png)
+                written.append(p)
     return written
