@@ -34,7 +34,8 @@ def resolve_suite_path(arg: str | None) -> Path:
 def cmd_run(args) -> int:
     from energybench.preflight import PreflightError, preflight
     from energybench.report import write_report
-    from energybench.runner import OutputDirLockedError, run_suite
+    from energybench.executors import ExecutorError, resolve_settings
+    from energybench.runner import OutputDirLockedError, run_suite, suite_executor_settings
     from energybench.suite import SuiteError, load_suite
 
     path = resolve_suite_path(args.suite)
@@ -45,13 +46,21 @@ def cmd_run(args) -> int:
         return _err(f"invalid suite\n{exc}")
     except PreflightError as exc:
         return _err(f"the suite cannot run on this machine (nothing was started)\n{exc}")
+    try:
+        settings = resolve_settings(suite_executor_settings(suite), dict(
+            kind=args.executor, jobs=args.jobs, gpus=args.gpus, runs_per_gpu=args.runs_per_gpu,
+            threads_per_run=args.threads_per_run, ray_address=args.ray_address, max_retries=args.max_retries))
+    except ExecutorError as exc:
+        return _err(str(exc))
     out = Path(args.output_dir or suite.output_dir)
     print(f"suite {suite.name}: {len(suite.backbones)} backbone(s) × {len(suite.tasks)} task(s) × "
-          f"{len(suite.methods)} method(s) × {len(suite.seeds)} seed(s) → {out}")
+          f"{len(suite.methods)} method(s) × {len(suite.seeds)} seed(s) → {out}  [{settings.concurrency_hint}]")
     try:
-        summary = run_suite(suite, out)
+        summary = run_suite(suite, out, settings=settings)
     except OutputDirLockedError as exc:
         return _err(str(exc))
+    except ExecutorError as exc:
+        return _err(f"{exc}\n(no run was started)")
     print(f"{summary.ok} finished, {summary.failed} failed, {summary.skipped} skipped (already done) "
           f"in {summary.wall_s:.1f} s")
     for f in summary.failures:
@@ -75,6 +84,13 @@ def cmd_report(args) -> int:
         return _err(str(exc))
     for f in files:
         print(f)
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from energybench.doctor import doctor_report
+
+    print(doctor_report())
     return 0
 
 
@@ -173,6 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite (default: the offline quickstart) and write its report")
     r.add_argument("suite", nargs="?", help="suite YAML file, or a built-in name: " + ", ".join(BUILTIN_SUITES))
     r.add_argument("--output-dir", help="override the suite's output_dir")
+    ex = r.add_argument_group("where runs execute (override the suite's executor: block)")
+    ex.add_argument("--executor", choices=("local", "ray"), help="local child processes (default) or Ray tasks")
+    ex.add_argument("--jobs", type=int, metavar="N", help="local: CPU-only runs at once (each gets cores/N threads); "
+                    "ray without --ray-address: CPUs of the local Ray instance")
+    ex.add_argument("--gpus", metavar="LIST", help="local: 'all' or GPU indices such as 0,1,2,3 (nvidia-smi's); one "
+                    "run per GPU at once, each pinned with CUDA_VISIBLE_DEVICES")
+    ex.add_argument("--runs-per-gpu", type=int, metavar="N", help="share each GPU between N runs (their GPU energy "
+                    "is then marked shared, not their own)")
+    ex.add_argument("--threads-per-run", type=int, metavar="N", help="torch/OpenMP threads per run (default: cores "
+                    "÷ runs at once, when more than one)")
+    ex.add_argument("--ray-address", metavar="ADDR", help="ray: 'auto' (the cluster this machine joined), "
+                    "ray://HEAD:10001 or HEAD:6379 (default: start a local Ray instance)")
+    ex.add_argument("--max-retries", type=int, metavar="N", help="ray: resubmit a run whose task was lost with its "
+                    "node up to N times (default 2)")
     r.set_defaults(func=cmd_run)
     rep = sub.add_parser("report", help="write READ-style tables (md, csv), figures (png) and a self-contained "
                          "report.html from one or more run directories")
@@ -185,6 +215,8 @@ def build_parser() -> argparse.ArgumentParser:
     rep.set_defaults(func=cmd_report)
     m = sub.add_parser("methods", help="list the registered fine-tuning methods")
     m.set_defaults(func=cmd_methods)
+    d = sub.add_parser("doctor", help="print what this machine can measure (NVML, RAPL, CodeCarbon, CUDA) and how")
+    d.set_defaults(func=cmd_doctor)
     cmp_ = sub.add_parser("compare", help="regression gate: compare a candidate's runs with a baseline's "
                           "(exit 0 ok, 1 regression, 2 bad input)")
     cmp_.add_argument("baseline", help="run directory, results.jsonl or baseline file (energybench baseline export)")

@@ -16,8 +16,6 @@ import os
 import platform
 import random
 import socket
-import statistics
-import time
 import traceback
 from datetime import datetime, timezone
 from typing import Callable
@@ -30,7 +28,9 @@ from energybench.batches import encode_sources, encode_targets, to_device, train
 from energybench.evaluate import evaluate
 from energybench.measure.accounting import inference_flops, model_memory, train_step_flops
 from energybench.measure.figures import Figures
+from energybench.measure.latency import measure_latency, step_time_stats
 from energybench.measure.meter import Meter
+from energybench.measure.trackers import build_trackers
 from energybench.measure.settings import MeasureSettings
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.plan import RunSpec
@@ -123,11 +123,11 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
 
     model.to(device)
     windows: dict[str, dict] = {}
-    with Meter(_trackers(measure)) as meter:
+    with Meter(build_trackers(measure, devices=[device])) as meter:
         meter.begin_window("train")
         result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log)
         windows["train"] = meter.end_window("train")
-        windows["train"].update(_step_stats(result.step_times_s, cfg.batch_size))
+        windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
 
         meter.begin_window("eval")
         score, metrics = evaluate(model, tokenizer, data.spec, data.test, cfg.max_source_length,
@@ -139,13 +139,13 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         batch = to_device(infer_batch, device)
         unmerged = None
         if method.overrides("for_inference"):
-            unmerged = _latency(model, batch, measure, device)
+            unmerged = _latency(model, batch, measure, device).as_dict()
             model = method.for_inference(model)
         _count_inference_flops(accounting, model, batch, measure)
         meter.begin_window("inference")
         latency = _latency(model, batch, measure, device)
         windows["inference"] = meter.end_window("inference")
-        windows["inference"].update(latency)
+        windows["inference"].merge(latency)
         if unmerged is not None:
             windows["inference"]["unmerged"] = unmerged
 
@@ -190,31 +190,8 @@ def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSe
              "torch.utils.flop_counter, one inference batch of the deployed model")
 
 
-def _trackers(measure: MeasureSettings) -> list:
-    return []
-
-
-def _step_stats(step_times: list[float], batch_size: int) -> dict:
-    times = sorted(step_times[1:] or step_times)  # first step pays one-time costs
-    median = statistics.median(times)
-    return {"step_time_s": median, "step_time_p90_s": times[int(0.9 * (len(times) - 1))],
-            "samples_per_s": batch_size / median if median > 0 else None}
-
-
-@torch.no_grad()
-def _latency(model, batch: dict, measure: MeasureSettings, device: torch.device) -> dict:
+def _latency(model, batch: dict, measure: MeasureSettings, device: torch.device) -> Figures:
+    """Latency of one inference forward (scoring one label) at the suite's batch size."""
     model.eval()
-    times = []
-    for i in range(measure.latency_warmup + measure.latency_repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        model(**batch)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        if i >= measure.latency_warmup:
-            times.append(1000 * (time.perf_counter() - t0))
-    times.sort()
-    q = lambda p: times[min(len(times) - 1, int(round(p * (len(times) - 1))))]  # noqa: E731
-    return {"infer_latency_ms_p50": q(0.5), "infer_latency_ms_p90": q(0.9), "infer_latency_ms_p99": q(0.99),
-            "infer_latency_ms_mean": statistics.fmean(times)}
+    with torch.no_grad():
+        return measure_latency(lambda: model(**batch), measure.latency_warmup, measure.latency_repeats, sync=device)

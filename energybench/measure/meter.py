@@ -48,7 +48,19 @@ class WallClock:
 
 
 class WindowResult(dict):
-    """The figures of one window: values plus ``provenance`` and ``reasons``."""
+    """The figures of one window: values plus ``provenance``, ``reasons`` and ``warnings``.
+
+    ``warnings`` (a list of sentences, possibly empty) gathers what trackers put
+    under ``Figures.values["warnings"]``: things that make the window's numbers
+    less trustworthy without making any one of them null (a shared GPU, an
+    uncertain device mapping).
+    """
+
+    def merge(self, figures: Figures) -> None:
+        """Add figures measured outside the trackers (latency, step times) with their provenance."""
+        self.update(figures.values)
+        self.setdefault("provenance", {}).update(figures.provenance)
+        self.setdefault("reasons", {}).update(figures.reasons)
 
 
 class Meter:
@@ -85,9 +97,12 @@ class Meter:
             raise RuntimeError(f"window {name!r} was not begun")
         self._open.discard(name)
         figs = Figures()
+        warnings: list[str] = []
         for t in reversed(self.trackers):
-            figs.update(t.end(name))
-        res = WindowResult(figs.as_dict())
+            f = t.end(name)
+            warnings += [w for w in f.values.pop("warnings", None) or [] if w not in warnings]
+            figs.update(f)
+        res = WindowResult({**figs.as_dict(), "warnings": warnings})
         self.results[name] = res
         return res
 
