@@ -1,0 +1,297 @@
+"""Ladder Side-Tuning (Sung, Cho, Bansal, NeurIPS 2022), on T5.
+
+A small side T5 runs beside the frozen backbone and produces the output; the
+backbone only feeds it, so nothing is back-propagated through the backbone
+(it runs under ``torch.no_grad()``):
+
+- The side network is a T5 whose d_model, d_ff and d_kv are the backbone's
+  divided by the reduction factor r; it keeps the head count, so heads still
+  divide the reduced width (tiny-t5, r = 8: d 64 → 8, d_ff 128 → 16, d_kv 16 → 2).
+- Its first state is a down-projection of the backbone's token embeddings;
+  before side block i: μᵢ = σ(αᵢ / T), T = 0.1, αᵢ = 0 at start (μ = ½) and
+  h_side ← μᵢ·h_side + (1 − μᵢ)·downᵢ(ϕᵢ), ϕᵢ the output of backbone block i.
+- The side decoder cross-attends to the side encoder's output (after its
+  final norm). Output: side final norm → Linear(d/r → d) → the backbone's
+  d_model**-0.5 rescale when its config asks for it → the frozen LM head.
+- ``drop_layers`` removes side blocks (and their ladders) as the authors'
+  code does (their t5-base runs drop [1,2,3,5,6,7,9,10,11] in both stacks).
+  The first kept block carries the relative-position bias.
+
+Initialisation (``init="pruned"``, the default): the side blocks are the
+backbone's blocks, structurally pruned by weight magnitude (L1). One set of
+d/r residual dimensions is kept for the whole side network (each weight
+matrix touching the residual stream votes with its column/row L1 norms, each
+matrix normalised to one vote); per block and per head, the d_kv/r
+query-key and value-output dimensions with the largest L1 norms, and the
+d_ff/r feed-forward units with the largest L1 norms. The ladders start as the
+selection of the kept dimensions and the up-projection as its transpose.
+The authors prune by Fisher information over 1024 training samples; that
+needs task data at attach time, which the plugin contract does not give, so
+this is the magnitude-based alternative their paper also discusses.
+``init="random"`` keeps PyTorch's default initialisation instead.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Literal
+
+import torch
+from pydantic import Field, NonNegativeInt, PositiveInt
+from torch import nn
+from transformers.modeling_outputs import Seq2SeqLMOutput
+
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs
+
+
+class LSTSettings(MethodSettings):
+    reduction_factor: PositiveInt = Field(8, description="side widths are the backbone's d_model, d_ff, d_kv divided by this")
+    gate_temperature: float = Field(0.1, gt=0, description="T in μ = σ(α/T)")
+    gate_alpha_init: float = Field(0.0, description="initial α (0 gives μ = 0.5)")
+    drop_layers: list[NonNegativeInt] = Field(default_factory=list, description="side block indices removed in both stacks")
+    init: Literal["pruned", "random"] = Field("pruned", description="side weights from the magnitude-pruned backbone, or random")
+    sampling_bias: bool = Field(True, description="biases on the down/up projections (authors' add_bias_sampling)")
+
+
+def side_config(config, r: int, attn_implementation: str | None):
+    """The backbone's T5 config with d_model, d_ff and d_kv divided by r."""
+    for name in ("d_model", "d_ff", "d_kv"):
+        if getattr(config, name) % r:
+            raise ValueError(f"lst: reduction_factor {r} does not divide the backbone's {name} = {getattr(config, name)}")
+    cfg = copy.deepcopy(config)
+    cfg.d_model, cfg.d_ff, cfg.d_kv = config.d_model // r, config.d_ff // r, config.d_kv // r
+    cfg.use_cache = False
+    cfg._attn_implementation = attn_implementation or "eager"
+    return cfg
+
+
+class SideStack(nn.Module):
+    """One side stack (encoder or decoder): first down-projection, ladders, gates, blocks, final norm."""
+
+    def __init__(self, cfg, d_backbone: int, kept: list[int], is_decoder: bool, s: LSTSettings):
+        super().__init__()
+        from transformers.models.t5.modeling_t5 import T5Block, T5LayerNorm
+
+        cfg = copy.deepcopy(cfg)
+        cfg.is_decoder = is_decoder
+        self.kept = list(kept)
+        self.temperature = s.gate_temperature
+        self.first_down = nn.Linear(d_backbone, cfg.d_model, bias=s.sampling_bias)
+        self.downs = nn.ModuleList(nn.Linear(d_backbone, cfg.d_model, bias=s.sampling_bias) for _ in kept)
+        self.alphas = nn.Parameter(torch.full((len(kept),), float(s.gate_alpha_init)))
+        self.blocks = nn.ModuleList(T5Block(cfg, has_relative_attention_bias=(k == 0), layer_idx=k) for k in range(len(kept)))
+        self.final_norm = T5LayerNorm(cfg.d_model, eps=cfg.layer_norm_epsilon)
+        self.dropout = nn.Dropout(cfg.dropout_rate)
+
+    def forward(self, embeds, backbone_states, self_mask, cross_states=None, cross_mask=None):
+        h = self.first_down(self.dropout(embeds))
+        gates = torch.sigmoid(self.alphas / self.temperature)
+        bias = cross_bias = None
+        for k, (block, down) in enumerate(zip(self.blocks, self.downs)):
+            h = gates[k] * h + (1 - gates[k]) * down(backbone_states[self.kept[k]])
+            h, bias, cross_bias = block(h, attention_mask=self_mask, position_bias=bias,
+                                        encoder_hidden_states=cross_states, encoder_attention_mask=cross_mask,
+                                        encoder_decoder_position_bias=cross_bias)
+        return self.dropout(self.final_norm(h))
+
+
+def _additive(mask: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A 0/1 "may attend" mask → additive float mask (0 or the dtype's minimum)."""
+    return (1.0 - mask.to(dtype)) * torch.finfo(dtype).min
+
+
+class LSTModel(nn.Module):
+    """A frozen T5 plus the ladder side network; what the training loop trains."""
+
+    def __init__(self, backbone: nn.Module, encoder: SideStack, decoder: SideStack, d_side: int, sampling_bias: bool):
+        super().__init__()
+        self.backbone = backbone
+        self.side_encoder = encoder
+        self.side_decoder = decoder
+        self.up = nn.Linear(d_side, backbone.config.d_model, bias=sampling_bias)
+        self.config = backbone.config
+        self.kept_residual_dims: list[int] | None = None  # set by the pruning init
+
+    @torch.no_grad()
+    def backbone_states(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
+        """Graph-free backbone pass: token embeddings and every block's output, both stacks."""
+        bb = self.backbone
+        enc, dec = [], []
+        hooks = [b.register_forward_hook(lambda _m, _i, out: enc.append(out[0])) for b in bb.encoder.block]
+        hooks += [b.register_forward_hook(lambda _m, _i, out: dec.append(out[0])) for b in bb.decoder.block]
+        try:
+            enc_out = bb.encoder(input_ids=input_ids, attention_mask=attention_mask)
+            bb.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                       encoder_hidden_states=enc_out.last_hidden_state, encoder_attention_mask=attention_mask,
+                       use_cache=False)
+        finally:
+            for h in hooks:
+                h.remove()
+        return bb.encoder.embed_tokens(input_ids), enc, bb.decoder.embed_tokens(decoder_input_ids), dec
+
+    def forward(self, input_ids, attention_mask=None, labels=None, decoder_attention_mask=None,
+                decoder_input_ids=None) -> Seq2SeqLMOutput:
+        if decoder_input_ids is None:
+            if labels is None:
+                raise ValueError("LST needs labels or decoder_input_ids")
+            decoder_input_ids = self.backbone._shift_right(labels)
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        enc_emb, enc, dec_emb, dec = self.backbone_states(input_ids, attention_mask, decoder_input_ids,
+                                                          decoder_attention_mask)
+        dtype = enc_emb.dtype
+        n = decoder_input_ids.shape[1]
+        src_mask = _additive(attention_mask[:, None, None, :], dtype)
+        causal = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril()
+        tgt_keys = decoder_attention_mask if decoder_attention_mask is not None else torch.ones_like(decoder_input_ids)
+        tgt_mask = _additive(causal[None, None] & tgt_keys[:, None, None, :].bool(), dtype)
+        side_enc = self.side_encoder(enc_emb, enc, src_mask)
+        side_dec = self.side_decoder(dec_emb, dec, tgt_mask, cross_states=side_enc, cross_mask=src_mask)
+        seq = self.up(side_dec)
+        if scale_decoder_outputs(self.config):
+            seq = seq * (self.config.d_model ** -0.5)
+        logits = self.backbone.lm_head(seq)
+        return Seq2SeqLMOutput(loss=lm_loss(logits, labels), logits=logits)
+
+
+# ---------------------------------------------------------------- pruning init
+
+def _l1_cols(w: torch.Tensor) -> torch.Tensor:
+    """Per input dimension L1 norm, normalised so that the matrix casts one vote."""
+    v = w.abs().sum(0)
+    return v / v.sum()
+
+
+def _l1_rows(w: torch.Tensor) -> torch.Tensor:
+    v = w.abs().sum(1)
+    return v / v.sum()
+
+
+def _top(scores: torch.Tensor, k: int) -> torch.Tensor:
+    return scores.topk(k).indices.sort().values
+
+
+def _attn_modules(block) -> list:
+    return [sub for layer in block.layer for sub in layer.children() if hasattr(sub, "q")]
+
+
+def _ff(block):
+    return block.layer[-1].DenseReluDense
+
+
+def _ff_in(ff) -> list[torch.Tensor]:
+    return [ff.wi.weight] if hasattr(ff, "wi") else [ff.wi_0.weight, ff.wi_1.weight]
+
+
+def residual_importance(backbone: nn.Module) -> torch.Tensor:
+    """One score per residual dimension: every matrix reading or writing the residual stream votes once."""
+    votes = [_l1_cols(backbone.shared.weight)]
+    for stack in (backbone.encoder, backbone.decoder):
+        for block in stack.block:
+            for att in _attn_modules(block):
+                votes += [_l1_cols(att.q.weight), _l1_cols(att.k.weight), _l1_cols(att.v.weight), _l1_rows(att.o.weight)]
+            ff = _ff(block)
+            votes += [_l1_cols(w) for w in _ff_in(ff)] + [_l1_rows(ff.wo.weight)]
+    return torch.stack(votes).sum(0)
+
+
+def _per_head_top(scores: torch.Tensor, heads: int, keep: int) -> torch.Tensor:
+    per_head = scores.reshape(heads, -1)
+    idx = per_head.topk(keep, dim=1).indices.sort(dim=1).values
+    return (idx + torch.arange(heads, device=idx.device)[:, None] * per_head.shape[1]).reshape(-1)
+
+
+@torch.no_grad()
+def _prune_attention(src, dst, keep_res: torch.Tensor, heads: int, keep_kv: int) -> None:
+    q, k, v = (w[:, keep_res] for w in (src.q.weight, src.k.weight, src.v.weight))
+    o = src.o.weight[keep_res]
+    qk = _per_head_top(q.abs().sum(1) + k.abs().sum(1), heads, keep_kv)
+    vo = _per_head_top(v.abs().sum(1) + o.abs().sum(0), heads, keep_kv)
+    dst.q.weight.copy_(q[qk])
+    dst.k.weight.copy_(k[qk])
+    dst.v.weight.copy_(v[vo])
+    dst.o.weight.copy_(o[:, vo])
+
+
+@torch.no_grad()
+def _prune_block(src, dst, keep_res: torch.Tensor, heads: int, keep_kv: int, keep_ff: int) -> None:
+    for s_att, d_att in zip(_attn_modules(src), _attn_modules(dst)):
+        _prune_attention(s_att, d_att, keep_res, heads, keep_kv)
+    for s_layer, d_layer in zip(src.layer, dst.layer):
+        d_layer.layer_norm.weight.copy_(s_layer.layer_norm.weight[keep_res])
+    s_ff, d_ff = _ff(src), _ff(dst)
+    ins = [w[:, keep_res] for w in _ff_in(s_ff)]
+    wo = s_ff.wo.weight[keep_res]
+    units = _top(sum(w.abs().sum(1) for w in ins) + wo.abs().sum(0), keep_ff)
+    for w_dst, w_src in zip(_ff_in(d_ff), ins):
+        w_dst.copy_(w_src[units])
+    d_ff.wo.weight.copy_(wo[:, units])
+
+
+@torch.no_grad()
+def _select_init(linear: nn.Linear, keep_res: torch.Tensor, transpose: bool = False) -> None:
+    """Selection of the kept residual dimensions (or its transpose for the up-projection)."""
+    linear.weight.zero_()
+    rows = torch.arange(len(keep_res))
+    if transpose:
+        linear.weight[keep_res, rows] = 1.0
+    else:
+        linear.weight[rows, keep_res] = 1.0
+    if linear.bias is not None:
+        linear.bias.zero_()
+
+
+def init_from_pruned_backbone(model: LSTModel, backbone: nn.Module, cfg) -> list[int]:
+    """Copy the magnitude-pruned backbone into the side network; the kept residual dimensions."""
+    keep_res = _top(residual_importance(backbone), cfg.d_model).cpu()
+    heads = cfg.num_heads
+    for side, stack in ((model.side_encoder, backbone.encoder), (model.side_decoder, backbone.decoder)):
+        for i, block in zip(side.kept, side.blocks):
+            _prune_block(stack.block[i], block, keep_res, heads, cfg.d_kv, cfg.d_ff)
+        first = side.blocks[0].layer[0].SelfAttention
+        with torch.no_grad():
+            first.relative_attention_bias.weight.copy_(stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
+            side.final_norm.weight.copy_(stack.final_layer_norm.weight[keep_res])
+        for lin in [side.first_down, *side.downs]:
+            _select_init(lin, keep_res)
+    _select_init(model.up, keep_res, transpose=True)
+    return keep_res.tolist()
+
+
+class LadderSideTuning(Method):
+    name = "lst"
+    summary = "a 1/r-width side T5 fed by gated ladders from the frozen backbone; no backprop through it"
+    paper = "Sung, Cho, Bansal, NeurIPS 2022"
+    Settings = LSTSettings
+
+    def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        check_t5_like(model, "LST")
+        s = self.settings
+        freeze(model)
+        cfg = side_config(model.config, s.reduction_factor, model.config._attn_implementation)
+        kept = {}
+        for name, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
+            n = len(stack.block)
+            bad = [i for i in s.drop_layers if i >= n]
+            if bad:
+                raise ValueError(f"lst: drop_layers {bad} out of range for the {n}-layer backbone {name}")
+            kept[name] = [i for i in range(n) if i not in set(s.drop_layers)]
+            if not kept[name]:
+                raise ValueError(f"lst: drop_layers removes every side block of the {name}")
+        d = model.config.d_model
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(ctx.seed)
+            wrapper = LSTModel(model, SideStack(cfg, d, kept["encoder"], False, s),
+                               SideStack(cfg, d, kept["decoder"], True, s), cfg.d_model, s.sampling_bias)
+        wrapper.kept_residual_dims = init_from_pruned_backbone(wrapper, model, cfg) if s.init == "pruned" else None
+        p = next(model.parameters())
+        for module in (wrapper.side_encoder, wrapper.side_decoder, wrapper.up):
+            module.to(device=p.device, dtype=p.dtype)
+        return wrapper
+
+    def describe(self, model: nn.Module) -> dict[str, Any]:
+        s = self.settings
+        return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers), "init": s.init,
+                "pruning": "L1 magnitude (authors: Fisher)" if s.init == "pruned" else None,
+                "side_encoder_layers": list(model.side_encoder.kept), "side_decoder_layers": list(model.side_decoder.kept)}
