@@ -4,24 +4,28 @@ Isolation: each run executes in ``python -m energybench.child``, so an
 exception, an out-of-memory or a kill loses that run only; the parent records
 it as failed (error + the tail of what it printed) and goes on.
 
+Where runs execute is the executor's business (:mod:`energybench.executors`):
+serially by default, side by side on CPU (``--jobs``), one per GPU
+(``--gpus``), or as Ray tasks (``--executor ray``). Whatever the executor,
+this module alone expands the grid, skips finished runs and appends rows.
+
 Resumability: runs are keyed by a hash of their resolved configuration; a run
 whose latest row in results.jsonl is ``ok`` is skipped. Failed runs are tried
-again on the next invocation.
+again on the next invocation. The executor is not part of the hash, so a grid
+started locally can be finished on Ray and the other way round.
 
 One writer: the parent alone appends to results.jsonl, under a lock file that
-refuses a second ``run`` on the same output directory.
+refuses a second ``run`` on the same output directory; concurrent runs hand
+their rows to it, so lines cannot interleave.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
-import subprocess
 import sys
-import tempfile
+import threading
 import time
-from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,12 +33,16 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
+from energybench.executors import Executor, ExecutorSettings, LocalExecutor, make_executor
+from energybench.executors.process import OUTPUT_TAIL_LINES, run_in_child
 from energybench.plan import RunSpec, expand
 from energybench.results import RESULTS_FILE, RunResult, append_result, finished_run_ids
 from energybench.suite import Suite
 
+__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirLockedError", "output_lock", "run_in_child",
+           "run_suite", "suite_executor_settings"]
+
 LOCK_FILE = ".energybench.lock"
-OUTPUT_TAIL_LINES = 40
 
 
 class OutputDirLockedError(RuntimeError):
@@ -75,42 +83,65 @@ class GridSummary:
     failed: int = 0
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
+    executor: str = "local"
 
 
-def run_in_child(spec: RunSpec, relay: Callable[[str], None], env: dict | None = None) -> RunResult:
-    """Execute ``spec`` in a fresh interpreter and return its row (failed if the child died)."""
-    with tempfile.TemporaryDirectory(prefix="energybench-") as tmp:
-        spec_path, result_path = Path(tmp, "spec.json"), Path(tmp, "result.json")
-        spec_path.write_text(spec.model_dump_json(), encoding="utf-8")
-        tail: deque[str] = deque(maxlen=OUTPUT_TAIL_LINES)
-        proc = subprocess.Popen([sys.executable, "-m", "energybench.child", str(spec_path), str(result_path)],
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
-                                env={**os.environ, **(env or {})})
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            line = line.rstrip("\n")
-            tail.append(line)
-            if line.startswith("  "):
-                relay(line)
-        code = proc.wait()
-        if result_path.exists():
-            return RunResult.model_validate(json.loads(result_path.read_text(encoding="utf-8")))
-        reason = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
-        if code == -9 or any("out of memory" in l.lower() for l in tail):
-            reason += " (out of memory?)" if code == -9 else " (out of memory)"
-        return RunResult(run_id=spec.run_id, suite=spec.suite, backbone=spec.backbone.display, task=spec.task.name,
-                         method=spec.method.display, method_name=spec.method.name, seed=spec.seed,
-                         config=spec.config(), status="failed", error=f"run process {reason} before reporting",
-                         traceback_tail="\n".join(tail))
+def suite_executor_settings(suite: Suite) -> ExecutorSettings:
+    """The suite's ``executor:`` block, or the defaults (serial, local) where the suite has none."""
+    value = getattr(suite, "executor", None)
+    if value is None:
+        return ExecutorSettings()
+    return value if isinstance(value, ExecutorSettings) else ExecutorSettings.model_validate(value)
+
+
+class _Progress:
+    """The executor's events as lines above a tqdm bar; safe to call from the executor's threads."""
+
+    def __init__(self, bar: tqdm, total: int, concurrent: bool) -> None:
+        self.bar, self.total, self.concurrent = bar, total, concurrent
+        self.lock = threading.Lock()
+        self.numbers: dict[str, int] = {}
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            self.bar.write(line)
+
+    def started(self, spec: RunSpec, where: str | None) -> None:
+        with self.lock:
+            n = self.numbers.setdefault(spec.run_id, len(self.numbers) + 1)
+        self.write(f"[{n}/{self.total}] {spec.title}  ({spec.run_id})" + (f"  → {where}" if where else ""))
+
+    def relay(self, spec: RunSpec, line: str) -> None:
+        self.write(f"[{self.numbers.get(spec.run_id, '?')}]{line}" if self.concurrent else line)
+
+    def note(self, message: str) -> None:
+        self.write(message)
+
+
+def _as_executor(executor, settings: ExecutorSettings) -> Executor:
+    if executor is None:
+        return make_executor(settings)
+    if hasattr(executor, "run") and hasattr(executor, "prepare"):
+        return executor
+    # A plain callable ``(spec, relay) -> RunResult``: run serially through it (the walking skeleton's seam).
+    return LocalExecutor(ExecutorSettings(), run_fn=lambda spec, relay, **_: executor(spec, relay))
 
 
 def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable[[str], None] = print,
-              executor: Callable[[RunSpec, Callable[[str], None]], RunResult] = run_in_child) -> GridSummary:
-    """Run every pending run of ``suite``; return what happened."""
+              executor: Executor | Callable[[RunSpec, Callable[[str], None]], RunResult] | None = None,
+              settings: ExecutorSettings | None = None) -> GridSummary:
+    """Run every pending run of ``suite``; return what happened.
+
+    settings: where runs execute (default: the suite's ``executor:`` block, else serial and local);
+    executor: an executor object to use instead (tests), or a callable run serially.
+    Raises :class:`energybench.executors.ExecutorError` before any run starts when the executor cannot start.
+    """
     out = Path(out_dir or suite.output_dir)
     results = out / RESULTS_FILE
     runs = expand(suite)
-    summary = GridSummary(total=len(runs))
+    settings = settings or suite_executor_settings(suite)
+    ex = _as_executor(executor, settings)
+    summary = GridSummary(total=len(runs), executor=getattr(ex, "name", "local"))
     t0 = time.perf_counter()
     with output_lock(out):
         done = finished_run_ids(results)
@@ -119,19 +150,26 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
         if summary.skipped:
             echo(f"{summary.skipped} of {len(runs)} runs already finished in {results}; skipping them")
         (out / "suite.json").write_text(suite.model_dump_json(indent=2), encoding="utf-8")
-        bar = tqdm(total=len(pending), unit="run", desc=suite.name, disable=not pending, file=sys.stderr,
-                   dynamic_ncols=True)
-        for i, spec in enumerate(pending, start=1):
-            bar.write(f"[{i}/{len(pending)}] {spec.title}  ({spec.run_id})")
-            row = executor(spec, bar.write)
-            append_result(results, row)
-            if row.status == "ok":
-                summary.ok += 1
-            else:
-                summary.failed += 1
-                summary.failures.append(f"{spec.title}: {row.error}")
-                bar.write(f"  FAILED: {row.error}")
-            bar.update(1)
-        bar.close()
+        if not pending:
+            summary.wall_s = time.perf_counter() - t0
+            return summary
+        try:
+            for note in ex.prepare(suite, len(pending)):
+                echo(note)
+            bar = tqdm(total=len(pending), unit="run", desc=suite.name, file=sys.stderr, dynamic_ncols=True)
+            concurrent = getattr(ex, "name", "") != "local" or len(getattr(ex, "slots", [None])) > 1
+            progress = _Progress(bar, len(pending), concurrent)
+            for spec, row in ex.run(pending, progress):
+                append_result(results, row)
+                if row.status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    summary.failures.append(f"{spec.title}: {row.error}")
+                    progress.write(f"  FAILED: {spec.title}: {row.error}" if concurrent else f"  FAILED: {row.error}")
+                bar.update(1)
+            bar.close()
+        finally:
+            ex.close()
     summary.wall_s = time.perf_counter() - t0
     return summary

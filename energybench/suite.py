@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, model_validator
 
+from energybench.executors.settings import ExecutorSettings
 from energybench.measure.settings import MeasureSettings
 from energybench.registry import UnknownMethodError, load_method
 
@@ -109,6 +110,7 @@ class Suite(BaseModel):
     training: TrainingSettings = TrainingSettings()
     measure: MeasureSettings = MeasureSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    executor: ExecutorSettings = ExecutorSettings()
 
     @model_validator(mode="after")
     def _unique_labels(self):

@@ -1,0 +1,171 @@
+"""What does an executor cost? Wall time of one grid serially, with two local jobs, and on Ray with two CPUs.
+
+The grid is the quickstart suite (tiny random T5, synthetic tasks, CPU), or
+a subset of it chosen with --tasks / --methods / --seeds / --max-steps (the
+output says which). Each mode runs the whole grid into a fresh directory
+through :func:`energybench.runner.run_suite`, exactly as ``energybench run``
+does:
+
+- ``local-1``: the default executor, one run at a time;
+- ``local-2``: ``--jobs 2``, two runs at once;
+- ``ray-2``:   ``--executor ray`` on a local Ray instance with 2 CPUs, one
+  run per CPU (so ``local-2`` and ``ray-2`` use the same cores the same way
+  and differ only in the executor).
+
+Every run gets --threads torch threads (default 1) in every mode: on a
+machine shared with other work, torch's multi-threaded kernels can stall for
+many seconds when one of their threads is descheduled, which would swamp the
+executor's own cost.
+
+Ray's wall time is given with and without starting the Ray instance (which
+a long-lived cluster pays once, not per grid). The figures that matter are
+the ratios ``local-2 / local-1`` (what two jobs buy) and ``ray-2 / local-2``
+(what Ray adds over the local executor on the same cores; goal < 1.10).
+With --repeats > 1 the two parallel modes alternate ABBA and the median is
+reported. Other processes on the machine add noise; the load average is
+printed before and after.
+
+    python benchmarks/executor_scaling.py [--tasks synth-sst2] [--seeds 0] [--max-steps 50] \
+        [--repeats 1] [--threads 1] [--out reports/executor_scaling.txt]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from importlib import resources
+from pathlib import Path
+
+import torch
+
+from energybench.executors import ExecutorSettings, make_executor
+from energybench.plan import expand
+from energybench.results import read_rows
+from energybench.runner import run_suite
+from energybench.suite import load_suite
+
+
+def _grid(args):
+    suite = load_suite(Path(str(resources.files("energybench.suites") / "quickstart.yaml")))
+    update, subset = {}, []
+    if args.tasks:
+        update["tasks"] = [t for t in suite.tasks if t.name in args.tasks.split(",")]
+        subset.append(f"tasks {args.tasks}")
+    if args.methods:
+        update["methods"] = [m for m in suite.methods if m.display in args.methods.split(",")]
+        subset.append(f"methods {args.methods}")
+    if args.seeds:
+        update["seeds"] = [int(s) for s in args.seeds.split(",")]
+        subset.append(f"seeds {args.seeds}")
+    if args.max_steps:
+        update["training"] = suite.training.model_copy(update={"max_steps": args.max_steps})
+        subset.append(f"max_steps {args.max_steps}")
+    suite = suite.model_copy(update=update)
+    what = "the full quickstart grid" if not subset else "a quickstart subset: " + ", ".join(subset)
+    return suite, what
+
+
+class _TimedPrepare:
+    """An executor whose prepare() (for Ray: starting the instance) is timed apart from the runs."""
+
+    def __init__(self, inner):
+        self.inner, self.name, self.prepare_s = inner, inner.name, 0.0
+
+    def prepare(self, suite, n):
+        t0 = time.perf_counter()
+        notes = self.inner.prepare(suite, n)
+        self.prepare_s = time.perf_counter() - t0
+        return notes
+
+    def run(self, specs, events):
+        return self.inner.run(specs, events)
+
+    def close(self):
+        self.inner.close()
+
+    @property
+    def slots(self):
+        return getattr(self.inner, "slots", [None, None])
+
+
+def run_mode(mode: str, suite, root: Path, threads: int) -> dict:
+    settings = {"local-1": ExecutorSettings(threads_per_run=threads),
+                "local-2": ExecutorSettings(jobs=2, threads_per_run=threads),
+                "ray-2": ExecutorSettings(kind="ray", jobs=2, threads_per_run=threads)}[mode]
+    inner = make_executor(settings)
+    if mode == "ray-2":
+        inner.log_to_driver = False
+    ex = _TimedPrepare(inner)
+    out = Path(tempfile.mkdtemp(prefix=f"{mode}-", dir=root))
+    summary = run_suite(suite, out, executor=ex, settings=settings, echo=lambda m: None)
+    rows = read_rows(out)
+    busy = sum(sum(w.get("wall_s") or 0 for w in r.get("windows", {}).values()) for r in rows)
+    return {"mode": mode, "wall_s": summary.wall_s, "prepare_s": ex.prepare_s, "ok": summary.ok,
+            "failed": summary.failed, "windows_s": busy}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", help="comma-separated subset of the quickstart's tasks")
+    p.add_argument("--methods", help="comma-separated subset of its methods (labels)")
+    p.add_argument("--seeds", help="comma-separated seeds (quickstart: 0,1)")
+    p.add_argument("--max-steps", type=int, help="override training.max_steps (quickstart: 200)")
+    p.add_argument("--repeats", type=int, default=1, help="ABBA repeats of the two parallel modes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run, every mode (default 1)")
+    p.add_argument("--out", help="also write the output here")
+    args = p.parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+
+    suite, what = _grid(args)
+    n = len(expand(suite))
+    load0 = os.getloadavg()[0]
+    results: dict[str, list[dict]] = {"local-1": [], "local-2": [], "ray-2": []}
+    with tempfile.TemporaryDirectory(prefix="executor-scaling-") as tmp:
+        root = Path(tmp)
+        results["local-1"].append(run_mode("local-1", suite, root, args.threads))
+        for i in range(args.repeats):
+            order = ("local-2", "ray-2") if i % 2 == 0 else ("ray-2", "local-2")
+            for mode in order:
+                results[mode].append(run_mode(mode, suite, root, args.threads))
+    load1 = os.getloadavg()[0]
+
+    med = {m: statistics.median(r["wall_s"] for r in rs) for m, rs in results.items()}
+    ray_start = statistics.median(r["prepare_s"] for r in results["ray-2"])
+    ray_runs = med["ray-2"] - ray_start
+    local2_prep = statistics.median(r["prepare_s"] for r in results["local-2"])
+    lines = [
+        f"executor scaling: {what} ({n} runs)",
+        f"machine: {platform.node()} · {len(os.sched_getaffinity(0))} CPUs · torch {torch.__version__} · "
+        f"python {platform.python_version()} · 1-min load average {load0:.1f} before, {load1:.1f} after "
+        "(other processes add noise)",
+        f"repeats: local-1 ×1, local-2 and ray-2 ×{args.repeats} (ABBA), medians; {args.threads} torch thread(s) "
+        "per run in every mode",
+    ]
+    for m, rs in results.items():
+        r = rs[0]
+        lines.append(f"{m:8s} wall {med[m]:7.1f} s   ok {r['ok']}, failed {r['failed']}   "
+                     f"sum of the runs' own window time {statistics.median(x['windows_s'] for x in rs):7.1f} s")
+    lines += [
+        f"ray-2 without starting the Ray instance: {ray_runs:.1f} s (start-up {ray_start:.1f} s, paid once per "
+        f"cluster, not per grid); local-2 set-up {local2_prep:.2f} s",
+        f"local-2 / local-1 = {med['local-2'] / med['local-1']:.3f}   (two jobs vs one)",
+        f"ray-2 / local-2   = {med['ray-2'] / med['local-2']:.3f}   including Ray start-up",
+        f"ray-2 / local-2   = {ray_runs / (med['local-2'] - local2_prep):.3f}   excluding Ray start-up "
+        "(executor overhead on the same cores; goal < 1.10)",
+    ]
+    text = "\n".join(lines) + "\n"
+    sys.stdout.write(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
