@@ -17,6 +17,16 @@ machine shared with other work, torch's multi-threaded kernels can stall for
 many seconds when one of their threads is descheduled, which would swamp the
 executor's own cost.
 
+Two parts (--part):
+
+- ``real``: the grid's real runs. This is what a user waits for, but on a
+  machine shared with other work the wall times carry that work's noise.
+- ``null``: the same grid's runs replaced by child processes that only sleep
+  --null-s seconds and report a minimal row, through the very same executors
+  (child process, placement, streaming, appends). Sleeping needs no CPU, so
+  other load barely moves it, and whatever exceeds runs × sleep ÷ slots is
+  the executor's own cost.
+
 Ray's wall time is given with and without starting the Ray instance (which
 a long-lived cluster pays once, not per grid). The figures that matter are
 the ratios ``local-2 / local-1`` (what two jobs buy) and ``ray-2 / local-2``
@@ -25,8 +35,8 @@ With --repeats > 1 the two parallel modes alternate ABBA and the median is
 reported. Other processes on the machine add noise; the load average is
 printed before and after.
 
-    python benchmarks/executor_scaling.py [--tasks synth-sst2] [--seeds 0] [--max-steps 50] \
-        [--repeats 1] [--threads 1] [--out reports/executor_scaling.txt]
+    python benchmarks/executor_scaling.py [--part real,null] [--tasks synth-sst2] [--seeds 0] \
+        [--max-steps 50] [--null-s 1] [--repeats 1] [--threads 1] [--out reports/executor_scaling.txt]
 """
 
 from __future__ import annotations
@@ -43,7 +53,9 @@ from pathlib import Path
 
 import torch
 
-from energybench.executors import ExecutorSettings, make_executor
+from energybench.executors import ExecutorSettings, LocalExecutor, make_executor
+from energybench.executors.process import run_child, run_in_child
+from energybench.executors.ray_executor import RayExecutor
 from energybench.plan import expand
 from energybench.results import read_rows
 from energybench.runner import run_suite
@@ -70,6 +82,29 @@ def _grid(args):
     return suite, what
 
 
+NULL_CHILD = """
+import json, sys, time
+spec = json.load(open(sys.argv[1]))
+time.sleep(float(sys.argv[-3]))
+b, m = spec["backbone"], spec["method"]
+row = {"run_id": spec["run_id"], "suite": spec["suite"], "backbone": b.get("label") or b["name"],
+       "task": spec["task"]["name"], "method": m.get("label") or m["name"], "method_name": m["name"],
+       "seed": spec["seed"], "config": {}, "status": "ok"}
+json.dump(row, open(sys.argv[2], "w"))
+"""
+
+
+def null_command(sleep_s: float) -> list[str]:
+    # python -c CODE SLEEP -- SPEC RESULT: argv[1] would be SLEEP, so put SPEC/RESULT first via a shim
+    return [sys.executable, "-c", "import sys; sys.argv = [sys.argv[0], sys.argv[2], sys.argv[3], sys.argv[1], "
+            "'', '']; exec(compile(" + repr(NULL_CHILD) + ", '<null run>', 'exec'))", str(sleep_s)]
+
+
+def null_task(command: list[str], payload: dict, env: dict) -> dict:
+    """Ray task body for null runs (pickled by value: this module is __main__)."""
+    return run_child(payload["spec_json"], payload["row_base"], lambda line: None, env=env, command=command)
+
+
 class _TimedPrepare:
     """An executor whose prepare() (for Ray: starting the instance) is timed apart from the runs."""
 
@@ -93,11 +128,20 @@ class _TimedPrepare:
         return getattr(self.inner, "slots", [None, None])
 
 
-def run_mode(mode: str, suite, root: Path, threads: int) -> dict:
+def run_mode(mode: str, suite, root: Path, threads: int, null_s: float | None = None) -> dict:
     settings = {"local-1": ExecutorSettings(threads_per_run=threads),
                 "local-2": ExecutorSettings(jobs=2, threads_per_run=threads),
                 "ray-2": ExecutorSettings(kind="ray", jobs=2, threads_per_run=threads)}[mode]
-    inner = make_executor(settings)
+    if null_s is None:
+        inner = make_executor(settings)
+    elif mode == "ray-2":
+        from functools import partial
+
+        inner = RayExecutor(settings, task_fn=partial(null_task, null_command(null_s)))
+    else:
+        command = null_command(null_s)
+        inner = LocalExecutor(settings, run_fn=lambda spec, relay, **kw: run_in_child(spec, relay, command=command,
+                                                                                     **kw))
     if mode == "ray-2":
         inner.log_to_driver = False
     ex = _TimedPrepare(inner)
@@ -109,57 +153,80 @@ def run_mode(mode: str, suite, root: Path, threads: int) -> dict:
             "failed": summary.failed, "windows_s": busy}
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", help="comma-separated subset of the quickstart's tasks")
-    p.add_argument("--methods", help="comma-separated subset of its methods (labels)")
-    p.add_argument("--seeds", help="comma-separated seeds (quickstart: 0,1)")
-    p.add_argument("--max-steps", type=int, help="override training.max_steps (quickstart: 200)")
-    p.add_argument("--repeats", type=int, default=1, help="ABBA repeats of the two parallel modes")
-    p.add_argument("--threads", type=int, default=1, help="torch threads per run, every mode (default 1)")
-    p.add_argument("--out", help="also write the output here")
-    args = p.parse_args(argv)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
-
-    suite, what = _grid(args)
-    n = len(expand(suite))
-    load0 = os.getloadavg()[0]
+def measure(suite, args, null_s: float | None) -> dict[str, list[dict]]:
     results: dict[str, list[dict]] = {"local-1": [], "local-2": [], "ray-2": []}
     with tempfile.TemporaryDirectory(prefix="executor-scaling-") as tmp:
         root = Path(tmp)
-        results["local-1"].append(run_mode("local-1", suite, root, args.threads))
+        results["local-1"].append(run_mode("local-1", suite, root, args.threads, null_s))
         for i in range(args.repeats):
             order = ("local-2", "ray-2") if i % 2 == 0 else ("ray-2", "local-2")
             for mode in order:
-                results[mode].append(run_mode(mode, suite, root, args.threads))
-    load1 = os.getloadavg()[0]
+                results[mode].append(run_mode(mode, suite, root, args.threads, null_s))
+    return results
 
+
+def summarize(results: dict[str, list[dict]], n: int, null_s: float | None) -> list[str]:
     med = {m: statistics.median(r["wall_s"] for r in rs) for m, rs in results.items()}
     ray_start = statistics.median(r["prepare_s"] for r in results["ray-2"])
     ray_runs = med["ray-2"] - ray_start
     local2_prep = statistics.median(r["prepare_s"] for r in results["local-2"])
-    lines = [
-        f"executor scaling: {what} ({n} runs)",
+    lines = []
+    for m, rs in results.items():
+        r = rs[0]
+        extra = (f"ideal {n * null_s / (1 if m == 'local-1' else 2):6.1f} s" if null_s is not None else
+                 f"sum of the runs' own window time {statistics.median(x['windows_s'] for x in rs):7.1f} s")
+        lines.append(f"  {m:8s} wall {med[m]:7.1f} s   ok {r['ok']}, failed {r['failed']}   {extra}")
+    lines += [
+        f"  ray-2 without starting the Ray instance: {ray_runs:.1f} s (start-up {ray_start:.1f} s, paid once per "
+        f"cluster, not per grid); local-2 set-up {local2_prep:.2f} s",
+        f"  local-2 / local-1 = {med['local-2'] / med['local-1']:.3f}   (two jobs vs one)",
+        f"  ray-2 / local-2   = {med['ray-2'] / med['local-2']:.3f}   including Ray start-up",
+        f"  ray-2 / local-2   = {ray_runs / (med['local-2'] - local2_prep):.3f}   excluding Ray start-up "
+        "(executor overhead on the same cores; goal < 1.10)",
+    ]
+    return lines
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--part", default="real,null", help="real, null or both (comma-separated; default both)")
+    p.add_argument("--tasks", help="comma-separated subset of the quickstart's tasks (real part)")
+    p.add_argument("--methods", help="comma-separated subset of its methods (labels; real part)")
+    p.add_argument("--seeds", help="comma-separated seeds (quickstart: 0,1; real part)")
+    p.add_argument("--max-steps", type=int, help="override training.max_steps (quickstart: 200; real part)")
+    p.add_argument("--null-s", type=float, default=1.0, help="seconds each null run sleeps (null part: the full "
+                   "quickstart grid)")
+    p.add_argument("--repeats", type=int, default=1, help="ABBA repeats of the two parallel modes")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run, every mode (default 1)")
+    p.add_argument("--out", help="also write the output here")
+    args = p.parse_args(argv)
+    parts = {x.strip() for x in args.part.split(",")}
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    load0 = os.getloadavg()[0]
+    body = []
+    if "real" in parts:
+        suite, what = _grid(args)
+        n = len(expand(suite))
+        res = measure(suite, args, None)
+        body += [f"real runs: {what} ({n} runs)", *summarize(res, n, None)]
+    if "null" in parts:
+        full, _ = _grid(argparse.Namespace(tasks=None, methods=None, seeds=None, max_steps=None))
+        n = len(expand(full))
+        res = measure(full, args, args.null_s)
+        body += [f"null runs: the full quickstart grid's {n} runs, each a child process that sleeps {args.null_s:g} s "
+                 "(executor cost only)", *summarize(res, n, args.null_s)]
+    load1 = os.getloadavg()[0]
+    head = [
+        "executor scaling: wall time of one grid, serially (local-1), with --jobs 2 (local-2) and on a local Ray "
+        "instance with 2 CPUs (ray-2)",
         f"machine: {platform.node()} · {len(os.sched_getaffinity(0))} CPUs · torch {torch.__version__} · "
         f"python {platform.python_version()} · 1-min load average {load0:.1f} before, {load1:.1f} after "
         "(other processes add noise)",
         f"repeats: local-1 ×1, local-2 and ray-2 ×{args.repeats} (ABBA), medians; {args.threads} torch thread(s) "
         "per run in every mode",
     ]
-    for m, rs in results.items():
-        r = rs[0]
-        lines.append(f"{m:8s} wall {med[m]:7.1f} s   ok {r['ok']}, failed {r['failed']}   "
-                     f"sum of the runs' own window time {statistics.median(x['windows_s'] for x in rs):7.1f} s")
-    lines += [
-        f"ray-2 without starting the Ray instance: {ray_runs:.1f} s (start-up {ray_start:.1f} s, paid once per "
-        f"cluster, not per grid); local-2 set-up {local2_prep:.2f} s",
-        f"local-2 / local-1 = {med['local-2'] / med['local-1']:.3f}   (two jobs vs one)",
-        f"ray-2 / local-2   = {med['ray-2'] / med['local-2']:.3f}   including Ray start-up",
-        f"ray-2 / local-2   = {ray_runs / (med['local-2'] - local2_prep):.3f}   excluding Ray start-up "
-        "(executor overhead on the same cores; goal < 1.10)",
-    ]
-    text = "\n".join(lines) + "\n"
+    text = "\n".join(head + body) + "\n"
     sys.stdout.write(text)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
