@@ -23,14 +23,6 @@ D_IN = D_OUT = 64  # every q and v of tiny-t5 maps 64 → 4·16
 N_MATRICES = 2 * 2 + 2 * 4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a busy 2-core machine spin-waits slow them down."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _inputs(seed: int = 0, batch: int = 2):
     """Random source, target with one padded (-100) position, as the loop's labels are."""

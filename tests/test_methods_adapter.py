@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from energybench.backbones import load_backbone
@@ -12,14 +11,6 @@ from energybench.methods.base import ApplyContext, count_parameters
 D, ENC, DEC = 64, 2, 2  # the tiny-t5 preset
 CTX = ApplyContext(total_steps=10, seed=0)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a busy 2-core machine OpenMP spin-waits made steps ~10× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _inputs(seed: int = 0):

@@ -17,14 +17,6 @@ INIT_R, R = 12, 8  # defaults: r = 8, r' = ceil(1.5·8)
 N_MATRICES = ENC * 6 + DEC * 10  # encoder q,k,v,o,wi,wo; decoder adds cross-attention q,k,v,o
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models gain nothing from more threads; on a busy 2-core machine OpenMP spin-waits made steps ~10× slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _inputs(seed: int = 0, batch: int = 2):
     g = torch.Generator().manual_seed(seed)
