@@ -46,7 +46,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from energybench.backbones import TINY_PRESETS, tiny_t5_config
-from energybench.measure.accounting import MemoryBreakdown, model_memory
+from energybench.measure.accounting import model_memory
 from energybench.methods.base import ApplyContext, Method, count_parameters
 from energybench.registry import load_method, method_names
 

@@ -7,7 +7,6 @@ comparisons between methods measured the same way (deterministic accounting).
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
 
 import pytest
 import torch
@@ -22,6 +21,20 @@ from energybench.methods.lst import LadderSideTuning
 from energybench.methods.read import READ
 
 CTX = ApplyContext(total_steps=10, seed=0)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread_no_denormals():
+    """One intra-op thread already for the module-scoped ``costs`` fixture (conftest's per-test
+    fixture starts after it; on a busy 2-core machine spinning OpenMP workers made its steps 40×
+    slower), and denormals flushed: full FT drives its toy loss to ~1e-6, where denormal arithmetic
+    crawls. Neither changes a counted byte or FLOP."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    torch.set_flush_denormal(True)
+    yield
+    torch.set_flush_denormal(False)
+    torch.set_num_threads(threads)
 D, FF, KV, HEADS, BUCKETS = 64, 128, 16, 4, 32  # the tiny-t5 presets
 
 
@@ -274,20 +287,6 @@ def test_side_network_training_steps_cost_fewer_flops_than_full_ft(costs):
 
 # ------------------------------------------------------------------ they learn
 
-@contextmanager
-def _single_thread_flush_denormals():
-    """Deterministic and fast: one thread, and denormals flushed (full FT drives its loss to ~1e-6,
-    where denormal arithmetic on worker threads made steps 50× slower)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)
-        torch.set_num_threads(threads)
-
-
 def _alphabet_task(n: int, seed: int):
     """Source: 12 letters, all from a–h (label "1") or all from p–w (label "0"); bytes as ByT5 ids."""
     rng = random.Random(seed)
@@ -302,24 +301,25 @@ def _alphabet_task(n: int, seed: int):
 
 @pytest.mark.parametrize("name", ["full_ft", "read", "lst"])
 def test_method_learns_a_toy_classification(name):
+    """200 AdamW steps at lr 3e-3, batch 32, on a random tiny-t5. Measured (first 10 → last 20 steps'
+    mean loss, held-out accuracy): full_ft 4.49 → 0.000, 1.00; read 31.0 → 0.054, 0.98; lst 2.95 → 0.001, 1.00."""
     method = {"full_ft": FullFineTuning(), **{k: f() for k, f in METHODS.items()}}[name]
     x, y = _alphabet_task(2048, seed=1)
     xt, yt = _alphabet_task(256, seed=2)
-    with _single_thread_flush_denormals():
-        model = method.apply(load_backbone("tiny-t5").model, CTX)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
-        g = torch.Generator().manual_seed(0)
-        losses = []
-        for _ in range(200):
-            idx = torch.randint(0, len(x), (32,), generator=g)
-            loss = model(input_ids=x[idx], attention_mask=torch.ones_like(x[idx]), labels=y[idx]).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            losses.append(loss.item())
-        model.eval()
-        with torch.no_grad():
-            logits = model(input_ids=xt, attention_mask=torch.ones_like(xt), labels=yt).logits
+    model = method.apply(load_backbone("tiny-t5").model, CTX)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-3)
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(200):
+        idx = torch.randint(0, len(x), (32,), generator=g)
+        loss = model(input_ids=x[idx], attention_mask=torch.ones_like(x[idx]), labels=y[idx]).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        losses.append(loss.item())
+    model.eval()
+    with torch.no_grad():
+        logits = model(input_ids=xt, attention_mask=torch.ones_like(xt), labels=yt).logits
     first, last = sum(losses[:10]) / 10, sum(losses[-20:]) / 20
     accuracy = (logits[:, 0].argmax(-1) == yt[:, 0]).float().mean().item()
     assert last < 0.1 * first, f"{name}: loss {first:.3f} → {last:.3f}"
