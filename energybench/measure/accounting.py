@@ -61,16 +61,19 @@ def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
 def saved_activation_bytes(loss_fn: Callable[[], torch.Tensor], exclude: set[tuple[str, int]]) -> int:
     """Bytes of the distinct storages autograd saves while ``loss_fn`` runs."""
     sizes: dict[tuple[str, int], int] = {}
+    held: list[torch.Tensor] = []  # keeps every saved storage alive, so no address is reused and counted once for two
 
     def pack(t: torch.Tensor):
         key = _storage_key(t)
         if key not in exclude and key[1] != 0:
             sizes[key] = t.untyped_storage().nbytes()
+            held.append(t)
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         loss = loss_fn()
     loss.backward()
+    held.clear()
     return sum(sizes.values())
 
 
