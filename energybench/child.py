@@ -101,6 +101,26 @@ def annotate_oom(result):
     return result.model_copy(update={"error": f"{error} ({peak})", "oom": oom})
 
 
+def forked_main(spec_path: str, result_path: str, out, env: dict) -> None:
+    """A run forked by the fork server (executors/forkserver.py): ``main`` in an already warm process.
+
+    out: the write end of the pipe the parent reads, made this process's stdout and stderr;
+    env: the variables the executor gives the run (thread caps), applied before anything reads them.
+    """
+    import io
+
+    fd = out.fileno()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    out.close()
+    sys.stdout = io.TextIOWrapper(open(1, "wb", closefd=False), encoding="utf-8", errors="replace", line_buffering=True)
+    sys.stderr = io.TextIOWrapper(open(2, "wb", closefd=False), encoding="utf-8", errors="replace", line_buffering=True)
+    os.environ.update(env)
+    code = main([spec_path, result_path])
+    if code:
+        sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, result_path = argv

@@ -21,6 +21,7 @@ from typing import Callable, Iterator
 
 from energybench.executors import gpus as gpu_inventory
 from energybench.executors.base import Events, Occupancy, placed, thread_env, usable_cores
+from energybench.executors.forkserver import ForkedRun
 from energybench.executors.gpus import GpuInfo, select_gpus
 from energybench.executors.process import failed_row, run_in_child
 from energybench.executors.settings import ExecutorError, ExecutorSettings
@@ -44,7 +45,7 @@ class LocalExecutor:
         self.host = socket.gethostname()
         self.slots: list[GpuInfo | None] = [None]
         self.hide_gpus = False
-        self._procs: dict[str, subprocess.Popen] = {}  # slot thread -> its current child
+        self._procs: dict[str, subprocess.Popen | ForkedRun] = {}  # slot thread -> its current child
         self._procs_lock = threading.Lock()
 
     # ------------------------------------------------------------------ setup
@@ -65,15 +66,23 @@ class LocalExecutor:
             if s.jobs > 1 and device == "cuda":
                 raise ExecutorError(f"--jobs {s.jobs} with device: cuda would put {s.jobs} runs on the same GPU; use "
                                     "--gpus all (one run per GPU), or --gpus 0 --runs-per-gpu N to share one on purpose")
+            # A run that cannot use a GPU sees none, which also lets it be forked warm (executors/forkserver.py).
+            self.hide_gpus = s.jobs > 1 or device == "cpu" or (device == "auto" and not self._machine_has_gpu())
             if s.jobs > 1:
-                self.hide_gpus = True
                 if device == "auto":
                     notes.append(f"--jobs {s.jobs} runs CPU-only: each run sees no GPU (CUDA_VISIBLE_DEVICES=''); "
                                  "use --gpus to run on GPUs")
         threads = self.threads_per_run
         if threads is not None:
-            notes.append(f"{len(self.slots)} runs at once, {threads} thread(s) each")
+            n = len(self.slots)
+            notes.append(f"{n} run{'s' if n > 1 else ''} at once, {threads} thread{'s' if threads > 1 else ''} each")
         return notes
+
+    def _machine_has_gpu(self) -> bool:
+        try:
+            return bool((self.gpu_lister or gpu_inventory.list_gpus)())
+        except ExecutorError:  # no NVML: no NVIDIA GPU to use
+            return False
 
     @property
     def threads_per_run(self) -> int | None:
@@ -142,7 +151,7 @@ class LocalExecutor:
             done.put((spec, placed(row, executor=self.name, host=self.host, gpu=gpu.as_row() if gpu else None,
                                    gpu_peak=gpu_peak, host_peak=host_peak, detail=detail)))
 
-    def _track(self, proc: subprocess.Popen) -> None:
+    def _track(self, proc: subprocess.Popen | ForkedRun) -> None:
         # Never poll() here: reaping belongs to the slot's own thread, which reads the child's peak RSS then.
         with self._procs_lock:
             self._procs[threading.current_thread().name] = proc
