@@ -85,7 +85,7 @@ def _grid(args):
 NULL_CHILD = """
 import json, sys, time
 spec = json.load(open(sys.argv[1]))
-time.sleep(float(sys.argv[-3]))
+time.sleep(SLEEP_S)
 b, m = spec["backbone"], spec["method"]
 row = {"run_id": spec["run_id"], "suite": spec["suite"], "backbone": b.get("label") or b["name"],
        "task": spec["task"]["name"], "method": m.get("label") or m["name"], "method_name": m["name"],
@@ -95,9 +95,8 @@ json.dump(row, open(sys.argv[2], "w"))
 
 
 def null_command(sleep_s: float) -> list[str]:
-    # python -c CODE SLEEP -- SPEC RESULT: argv[1] would be SLEEP, so put SPEC/RESULT first via a shim
-    return [sys.executable, "-c", "import sys; sys.argv = [sys.argv[0], sys.argv[2], sys.argv[3], sys.argv[1], "
-            "'', '']; exec(compile(" + repr(NULL_CHILD) + ", '<null run>', 'exec'))", str(sleep_s)]
+    """``python -c CODE`` that run_child completes with SPEC RESULT: a child that sleeps and reports."""
+    return [sys.executable, "-c", NULL_CHILD.replace("SLEEP_S", repr(float(sleep_s)))]
 
 
 def null_task(command: list[str], payload: dict, env: dict) -> dict:
