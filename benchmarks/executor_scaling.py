@@ -12,7 +12,11 @@ does:
   run per CPU (so ``local-2`` and ``ray-2`` use the same cores the same way
   and differ only in the executor).
 
-Every run gets --threads torch threads (default 1) in every mode: on a
+Every run gets --threads torch threads (default 1, what ``energybench run``
+gives CPU-only runs) in every mode, so all modes compute the same numbers:
+the real part checks that each mode's report tables (report.csv,
+efficiency.csv) equal local-1's apart from the timing, energy, RSS and
+latency columns (the "same report tables" acceptance of ``--jobs``). On a
 machine shared with other work, torch's multi-threaded kernels can stall for
 many seconds when one of their threads is descheduled, which would swamp the
 executor's own cost.
@@ -44,6 +48,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import statistics
 import sys
 import tempfile
@@ -51,12 +56,14 @@ import time
 from importlib import resources
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from energybench.executors import ExecutorSettings, LocalExecutor, make_executor
 from energybench.executors.process import run_child, run_in_child
 from energybench.executors.ray_executor import RayExecutor
 from energybench.plan import expand
+from energybench.report import write_report
 from energybench.results import read_rows
 from energybench.runner import run_suite
 from energybench.suite import load_suite
@@ -127,7 +134,17 @@ class _TimedPrepare:
         return getattr(self.inner, "slots", [None, None])
 
 
+def fresh_fork_server() -> None:
+    """Stop this process's fork server, so that each mode pays its start-up as each ``energybench run`` does."""
+    from multiprocessing import forkserver as mp_forkserver
+
+    stop = getattr(getattr(mp_forkserver, "_forkserver", None), "_stop", None)  # private; absent: modes share it
+    if stop is not None:
+        stop()
+
+
 def run_mode(mode: str, suite, root: Path, threads: int, null_s: float | None = None) -> dict:
+    fresh_fork_server()
     settings = {"local-1": ExecutorSettings(threads_per_run=threads),
                 "local-2": ExecutorSettings(jobs=2, threads_per_run=threads),
                 "ray-2": ExecutorSettings(kind="ray", jobs=2, threads_per_run=threads)}[mode]
@@ -149,7 +166,42 @@ def run_mode(mode: str, suite, root: Path, threads: int, null_s: float | None = 
     rows = read_rows(out)
     busy = sum(sum(w.get("wall_s") or 0 for w in r.get("windows", {}).values()) for r in rows)
     return {"mode": mode, "wall_s": summary.wall_s, "prepare_s": ex.prepare_s, "ok": summary.ok,
-            "failed": summary.failed, "windows_s": busy}
+            "failed": summary.failed, "windows_s": busy, "out": out}
+
+
+# Report columns that measure time, or what is derived from time (energy) or from the process (RSS).
+NOISY = re.compile(r"time|wall|energy|rss|latency|step_s|peak_gpu|_note$")
+
+
+def report_tables(out: Path) -> dict[str, pd.DataFrame]:
+    """report.csv (Table 1) and efficiency.csv (Table 3) of a run directory, without their timing columns."""
+    write_report([out], out / "report", formats=("csv",))
+    tables = {}
+    for name in ("report.csv", "efficiency.csv"):
+        df = pd.read_csv(out / "report" / name)
+        tables[name] = df[[c for c in df.columns if not NOISY.search(c)]]
+    return tables
+
+
+def same_tables(results: dict[str, list[dict]]) -> list[str]:
+    """Whether every mode's report tables equal local-1's apart from timing columns; the differences if not."""
+    ref = report_tables(results["local-1"][0]["out"])
+    kept = ", ".join(c for c in ref["report.csv"].columns if c not in ("backbone", "method")) + "; " + ", ".join(
+        c for c in ref["efficiency.csv"].columns if c not in ("backbone", "method"))
+    lines, diffs = [], []
+    for mode, rs in results.items():
+        for r in rs[1:] if mode == "local-1" else rs:
+            other = report_tables(r["out"])
+            for name, df in ref.items():
+                if not df.equals(other[name]):
+                    cmp = df.compare(other[name]) if df.shape == other[name].shape else None
+                    diffs.append(f"  {mode}: {name} differs" + (f":\n{cmp.to_string()}" if cmp is not None else
+                                                                 f" in shape {df.shape} vs {other[name].shape}"))
+    verdict = "identical" if not diffs else "DIFFERENT"
+    lines.append(f"  report tables (report.csv, efficiency.csv) apart from timing, energy, RSS and latency columns: "
+                 f"{verdict} across local-1, local-2 and ray-2")
+    lines.append(f"  (columns compared: {kept})")
+    return lines + diffs
 
 
 def measure(suite, args, null_s: float | None) -> dict[str, list[dict]]:
@@ -161,7 +213,8 @@ def measure(suite, args, null_s: float | None) -> dict[str, list[dict]]:
             order = ("local-2", "ray-2") if i % 2 == 0 else ("ray-2", "local-2")
             for mode in order:
                 results[mode].append(run_mode(mode, suite, root, args.threads, null_s))
-    return results
+        tables = same_tables(results) if null_s is None else []
+    return results, tables
 
 
 def summarize(results: dict[str, list[dict]], n: int, null_s: float | None) -> list[str]:
@@ -207,12 +260,12 @@ def main(argv=None) -> int:
     if "real" in parts:
         suite, what = _grid(args)
         n = len(expand(suite))
-        res = measure(suite, args, None)
-        body += [f"real runs: {what} ({n} runs)", *summarize(res, n, None)]
+        res, tables = measure(suite, args, None)
+        body += [f"real runs: {what} ({n} runs)", *summarize(res, n, None), *tables]
     if "null" in parts:
         full, _ = _grid(argparse.Namespace(tasks=None, methods=None, seeds=None, max_steps=None))
         n = len(expand(full))
-        res = measure(full, args, args.null_s)
+        res, _ = measure(full, args, args.null_s)
         body += [f"null runs: the full quickstart grid's {n} runs, each a child process that sleeps {args.null_s:g} s "
                  "(executor cost only)", *summarize(res, n, args.null_s)]
     load1 = os.getloadavg()[0]

@@ -71,7 +71,7 @@ def load_backbone(name: str, path: str | None = None, seed: int = 0, config_over
         from transformers import T5ForConditionalGeneration
 
         tok = byte_tokenizer()
-        cfg = tiny_t5_config(name, vocab_size=len(tok), **(config_overrides or {}))
+        cfg = tiny_t5_config(name, **{"vocab_size": len(tok), **(config_overrides or {})})
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = T5ForConditionalGeneration(cfg)

@@ -191,14 +191,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--output-dir", help="override the suite's output_dir")
     ex = r.add_argument_group("where runs execute (override the suite's executor: block)")
     ex.add_argument("--executor", choices=("local", "ray"), help="local child processes (default) or Ray tasks")
-    ex.add_argument("--jobs", type=int, metavar="N", help="local: CPU-only runs at once (each gets cores/N threads); "
+    ex.add_argument("--jobs", type=int, metavar="N", help="local: CPU-only runs at once (one torch thread each); "
                     "ray without --ray-address: CPUs of the local Ray instance")
     ex.add_argument("--gpus", metavar="LIST", help="local: 'all' or GPU indices such as 0,1,2,3 (nvidia-smi's); one "
                     "run per GPU at once, each pinned with CUDA_VISIBLE_DEVICES")
     ex.add_argument("--runs-per-gpu", type=int, metavar="N", help="share each GPU between N runs (their GPU energy "
                     "is then marked shared, not their own)")
-    ex.add_argument("--threads-per-run", type=int, metavar="N", help="torch/OpenMP threads per run (default: cores "
-                    "÷ runs at once, when more than one)")
+    ex.add_argument("--threads-per-run", type=int, metavar="N", help="torch/OpenMP threads per run (default: 1 for "
+                    "CPU-only runs, so scores do not depend on --jobs; cores ÷ runs at once for GPU runs)")
     ex.add_argument("--ray-address", metavar="ADDR", help="ray: 'auto' (the cluster this machine joined), "
                     "ray://HEAD:10001 or HEAD:6379 (default: start a local Ray instance)")
     ex.add_argument("--max-retries", type=int, metavar="N", help="ray: resubmit a run whose task was lost with its "

@@ -97,3 +97,11 @@ def test_a_serial_run_on_a_machine_without_gpus_is_told_so_and_can_fork():
 def test_a_serial_run_that_may_use_a_gpu_keeps_every_gpu_visible():
     assert "CUDA_VISIBLE_DEVICES" not in _child_envs(ExecutorSettings(), "auto", lambda: FAKE_GPUS)[0]
     assert "CUDA_VISIBLE_DEVICES" not in _child_envs(ExecutorSettings(), "cuda", _no_nvml)[0]
+
+
+def test_cpu_only_runs_get_one_thread_serially_and_side_by_side_so_scores_do_not_depend_on_jobs():
+    threads = lambda envs: {e.get("ENERGYBENCH_NUM_THREADS") for e in envs}  # noqa: E731
+    assert threads(_child_envs(ExecutorSettings(), "auto", _no_nvml)) == {"1"}
+    assert threads(_child_envs(ExecutorSettings(jobs=2), "auto", _no_nvml)) == {"1"}
+    assert threads(_child_envs(ExecutorSettings(jobs=2, threads_per_run=2), "cpu", _no_nvml)) == {"2"}
+    assert threads(_child_envs(ExecutorSettings(), "auto", lambda: FAKE_GPUS)) == {None}  # may use a GPU: torch's default

@@ -5,9 +5,10 @@ Each concurrent run has a *slot*: a GPU (pinned through the child's
 next pending run and blocks on its child; finished rows go to one queue that
 the runner drains and appends, so there is still a single writer.
 
-Threads: with more than one run at once, each child gets cores ÷ runs
-intra-op threads (``threads_per_run`` overrides), so runs do not fight over
-cores; a single run keeps torch's default, as before executors existed.
+Threads (``threads_per_run`` overrides): a CPU-only run gets one intra-op
+thread, so its numbers are the same serially and with ``--jobs N``; runs that
+may use a GPU get cores ÷ runs at once when several run together, and torch's
+default when alone.
 """
 
 from __future__ import annotations
@@ -75,7 +76,12 @@ class LocalExecutor:
         threads = self.threads_per_run
         if threads is not None:
             n = len(self.slots)
-            notes.append(f"{n} run{'s' if n > 1 else ''} at once, {threads} thread{'s' if threads > 1 else ''} each")
+            note = f"{n} run{'s' if n > 1 else ''} at once, {threads} thread{'s' if threads > 1 else ''} each"
+            if self.hide_gpus and s.threads_per_run is None:
+                note += " (CPU runs: one thread each, so scores do not depend on --jobs)"
+                if n < self.cores:
+                    note += f"; this machine has {self.cores} cores: --jobs {self.cores} runs {self.cores} at once"
+            notes.append(note)
         return notes
 
     def _machine_has_gpu(self) -> bool:
@@ -86,8 +92,17 @@ class LocalExecutor:
 
     @property
     def threads_per_run(self) -> int | None:
+        """Intra-op threads of each run.
+
+        CPU-only runs get one thread each, whatever ``--jobs`` says: torch's CPU kernels split
+        reductions by thread count, so 2 threads and 1 thread train to different weights, and a
+        grid's scores must not depend on how many runs went side by side. Runs that may use a GPU
+        share the cores when several run at once (their numerics are the GPU's).
+        """
         if self.settings.threads_per_run is not None:
             return self.settings.threads_per_run
+        if self.hide_gpus:
+            return 1
         return max(1, self.cores // len(self.slots)) if len(self.slots) > 1 else None
 
     def close(self) -> None:

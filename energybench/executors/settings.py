@@ -45,7 +45,8 @@ class ExecutorSettings(BaseModel):
     runs_per_gpu: PositiveInt = Field(1, description=">1 shares each GPU between runs; their GPU energy is then "
                                       "marked shared")
     threads_per_run: PositiveInt | None = Field(
-        None, description="torch/OpenMP threads per run; None: cores ÷ runs at once when more than one runs at once")
+        None, description="torch/OpenMP threads per run; None: 1 for CPU-only runs (scores then do not "
+        "depend on jobs), cores ÷ runs at once for runs that may use a GPU")
     ray_address: str | None = Field(None, description="'auto', 'ray://head:10001' or 'head:6379'; None: a local "
                                     "Ray instance")
     max_retries: NonNegativeInt = Field(2, description="ray: resubmissions of a run whose task was lost with its "
