@@ -17,7 +17,7 @@ import warnings
 from dataclasses import dataclass, field
 from html import escape
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import pandas as pd
 
@@ -90,16 +90,40 @@ def frame_from_rows(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([flatten_row(r) for r in rows])
 
 
-def latency_batch_sizes(run_dirs: Iterable[str | Path]) -> set[int]:
-    """The suites' latency batch sizes, from each run directory's suite.json where present."""
-    sizes = set()
+def _suites(run_dirs: Iterable[str | Path]) -> Iterator[dict]:
+    """Each run directory's suite.json (what ``energybench run`` saved), where present and readable."""
     for d in run_dirs:
         p = Path(d) / "suite.json" if Path(d).is_dir() else Path(d).with_name("suite.json")
         try:
-            sizes.add(int(json.loads(p.read_text(encoding="utf-8"))["measure"]["latency_batch_size"]))
-        except (OSError, ValueError, KeyError, TypeError):
+            yield json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+
+
+def latency_batch_sizes(run_dirs: Iterable[str | Path]) -> set[int]:
+    """The suites' latency batch sizes, from each run directory's suite.json where present."""
+    sizes = set()
+    for suite in _suites(run_dirs):
+        try:
+            sizes.add(int(suite["measure"]["latency_batch_size"]))
+        except (KeyError, TypeError, ValueError):
             continue
     return sizes
+
+
+def in_suite_order(frame: pd.DataFrame, run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    """Rows sorted by their method's place in the suites' method lists (then as they came).
+
+    results.jsonl holds runs in the order they finished, which with ``--jobs`` or Ray depends on
+    timing; a report's rows must not. Methods no suite.json lists keep their order, after the others.
+    """
+    labels = [m.get("label") or m.get("name") for s in _suites(run_dirs) for m in s.get("methods", [])
+              if isinstance(m, dict)]
+    rank = {label: i for i, label in reversed(list(enumerate(labels)))}
+    if not rank or frame.empty:
+        return frame
+    key = frame["method"].map(rank).fillna(len(rank))
+    return frame.iloc[key.argsort(kind="stable")].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------- content
@@ -223,7 +247,7 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
         raise ValueError(f"unknown report format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
     run_dirs = list(run_dirs)
     rows = load_rows(run_dirs)
-    frame = frame_from_rows(rows)
+    frame = in_suite_order(frame_from_rows(rows), run_dirs)
     out = Path(out_dir or run_dirs[0])
     if out.suffix == ".jsonl":
         out = out.parent

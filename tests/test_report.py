@@ -37,3 +37,14 @@ def test_report_cells_equal_means_and_stds_of_the_rows(tmp_path):
     md = (tmp_path / "report.md").read_text()
     assert "| lora | 72.00 ± 2.83 | 55.00 ± 7.07 | 63.50 ± 4.95 |" in md
     assert "### Failed runs" in md and "| tiny-t5 | a | bitfit | 0 | boom |" in md
+
+
+def test_rows_follow_the_suites_method_order_not_the_order_runs_finished(tmp_path):
+    # With --jobs or Ray, runs finish in any order; the table must list methods as the suite does.
+    (tmp_path / "suite.json").write_text('{"methods": [{"name": "full_ft"}, {"name": "lora", "label": "lora-r8"}, '
+                                         '{"name": "bitfit"}]}', encoding="utf-8")
+    for method in ("bitfit", "extra", "lora-r8", "full_ft"):
+        append_result(tmp_path / "results.jsonl", _row(method, "a", 0, 50.0, wall=1.0))
+    write_report([tmp_path], tmp_path, baseline_method="none")
+    assert list(pd.read_csv(tmp_path / "report.csv")["method"]) == ["full_ft", "lora-r8", "bitfit", "extra"]
+    assert list(pd.read_csv(tmp_path / "efficiency.csv")["method"]) == ["full_ft", "lora-r8", "bitfit", "extra"]
