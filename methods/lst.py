@@ -42,7 +42,7 @@ from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
-from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs
+from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs, side_network_inputs
 
 
 class LSTSettings(MethodSettings):
@@ -132,12 +132,8 @@ class LSTModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, decoder_attention_mask=None,
                 decoder_input_ids=None) -> Seq2SeqLMOutput:
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("LST needs labels or decoder_input_ids")
-            decoder_input_ids = self.backbone._shift_right(labels)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask, decoder_input_ids = side_network_inputs(self.backbone, "LST", input_ids, attention_mask,
+                                                                labels, decoder_input_ids)
         enc_emb, enc, dec_emb, dec = self.backbone_states(input_ids, attention_mask, decoder_input_ids,
                                                           decoder_attention_mask)
         dtype = enc_emb.dtype

@@ -131,6 +131,17 @@ def scale_decoder_outputs(config) -> bool:
     return bool(config.tie_word_embeddings if flag is None else flag)
 
 
+def side_network_inputs(backbone: nn.Module, method: str, input_ids, attention_mask, labels, decoder_input_ids):
+    """(attention_mask, decoder_input_ids) with T5's defaults filled in, as the backbone's own forward would."""
+    if decoder_input_ids is None:
+        if labels is None:
+            raise ValueError(f"{method} needs labels or decoder_input_ids")
+        decoder_input_ids = backbone._shift_right(labels)
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    return attention_mask, decoder_input_ids
+
+
 def lm_loss(logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor | None:
     """Mean token cross-entropy over labels != -100, as Hugging Face's T5 computes it."""
     if labels is None:
@@ -164,12 +175,8 @@ class READModel(nn.Module):
 
     def forward(self, input_ids, attention_mask=None, labels=None, decoder_attention_mask=None,
                 decoder_input_ids=None) -> Seq2SeqLMOutput:
-        if decoder_input_ids is None:
-            if labels is None:
-                raise ValueError("READ needs labels or decoder_input_ids")
-            decoder_input_ids = self.backbone._shift_right(labels)
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
+        attention_mask, decoder_input_ids = side_network_inputs(self.backbone, "READ", input_ids, attention_mask,
+                                                                labels, decoder_input_ids)
         enc, dec, cross = self.backbone_states(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
         last = dec[-1]                                                  # ϕ_D,N_D, before the final norm
         if self.normalize_inputs:

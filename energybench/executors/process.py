@@ -106,7 +106,7 @@ def run_child(spec_json: str, base: dict[str, Any], relay: Callable[[str], None]
 def run_in_child(spec: RunSpec, relay: Callable[[str], None], env: dict | None = None, *,
                  on_spawn: Callable[[Any], None] | None = None,
                  command: Sequence[str] | None = None) -> RunResult:
-    """Execute ``spec`` in a fresh interpreter and return its row (failed if the child died).
+    """Execute ``spec`` in a process of its own (see :func:`run_child`) and return its row (failed if it died).
 
     env: variables added to this process's environment for the child (CUDA_VISIBLE_DEVICES, thread counts).
     on_spawn: told the child's Popen (or :class:`~energybench.executors.forkserver.ForkedRun`), so an
