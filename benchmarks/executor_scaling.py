@@ -3,7 +3,7 @@
 The grid is the quickstart suite (tiny random T5, synthetic tasks, CPU), or
 a subset of it chosen with --tasks / --methods / --seeds / --max-steps (the
 output says which). Each mode runs the whole grid into a fresh directory
-through :func:`energybench.runner.run_suite`, exactly as ``energybench run``
+through :func:`energybench.run.runner.run_suite`, exactly as ``energybench run``
 does:
 
 - ``local-1``: the default executor, one run at a time;
@@ -59,13 +59,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from energybench.executors import ExecutorSettings, LocalExecutor, make_executor
-from energybench.executors.process import run_child, run_in_child
-from energybench.executors.ray_executor import RayExecutor
-from energybench.plan import expand
-from energybench.report import write_report
+from energybench.report.build import write_report
 from energybench.results import read_rows
-from energybench.runner import run_suite
+from energybench.run.executors import ExecutorSettings, LocalExecutor, make_executor
+from energybench.run.executors.process import run_child, run_in_child
+from energybench.run.executors.ray_executor import RayExecutor
+from energybench.run.plan import expand
+from energybench.run.runner import run_suite
 from energybench.suite import load_suite
 
 

@@ -43,11 +43,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
+from energybench.methods.base import ApplyContext, Method, count_parameters
 from torch.utils.flop_counter import FlopCounterMode
 
-from energybench.backbones import TINY_PRESETS, tiny_t5_config
 from energybench.measure.accounting import model_memory
-from energybench.methods.base import ApplyContext, Method, count_parameters
+from energybench.models.backbones import TINY_PRESETS, tiny_t5_config
 from energybench.registry import load_method, method_names
 
 PARTS = ("params_bytes", "grads_bytes", "optimizer_bytes", "activations_bytes")

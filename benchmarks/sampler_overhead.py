@@ -29,11 +29,11 @@ from types import SimpleNamespace
 
 import torch
 
-from energybench.backbones import load_backbone
 from energybench.measure.host import HostEnergyTracker
 from energybench.measure.nvml import GpuEnergyTracker
 from energybench.measure.settings import MeasureSettings
 from energybench.measure.trackers import EnergyTracker
+from energybench.models.backbones import load_backbone
 
 
 class ConstantNvml:

@@ -32,10 +32,14 @@ def resolve_suite_path(arg: str | None) -> Path:
 
 
 def cmd_run(args) -> int:
-    from energybench.preflight import PreflightError, preflight
-    from energybench.report import write_report
-    from energybench.executors import ExecutorError, resolve_settings
-    from energybench.runner import OutputDirLockedError, run_suite, suite_executor_settings
+    from energybench.report.build import write_report
+    from energybench.run.executors import ExecutorError, resolve_settings
+    from energybench.run.preflight import PreflightError, preflight
+    from energybench.run.runner import (
+        OutputDirLockedError,
+        run_suite,
+        suite_executor_settings,
+    )
     from energybench.suite import SuiteError, load_suite
 
     path = resolve_suite_path(args.suite)
@@ -71,7 +75,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from energybench.report import FORMATS, write_report
+    from energybench.report.build import FORMATS, write_report
     from energybench.results import ResultsFileError
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
@@ -108,23 +112,32 @@ def cmd_methods(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from energybench import compare as C
+    from energybench.regress.metrics import resolve_metrics
+    from energybench.regress.render import RENDERERS, render_markdown
+    from energybench.regress.sides import CompareInputError, load_side
+    from energybench.regress.thresholds import (
+        DEFAULT_ALPHA,
+        find_pyproject,
+        pyproject_settings,
+        resolve_thresholds,
+    )
+    from energybench.regress.verdicts import compare
 
     try:
-        pyproject = C.find_pyproject()
-        config = C.pyproject_settings(pyproject)
-        metrics = C.resolve_metrics(args.metrics or config.get("metrics") or "all")
-        thresholds = C.resolve_thresholds(args.threshold or [], config, pyproject)
-        alpha = args.alpha if args.alpha is not None else float(config.get("alpha", C.DEFAULT_ALPHA))
+        pyproject = find_pyproject()
+        config = pyproject_settings(pyproject)
+        metrics = resolve_metrics(args.metrics or config.get("metrics") or "all")
+        thresholds = resolve_thresholds(args.threshold or [], config, pyproject)
+        alpha = args.alpha if args.alpha is not None else float(config.get("alpha", DEFAULT_ALPHA))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            baseline, candidate = C.load_side(args.baseline), C.load_side(args.candidate)
+            baseline, candidate = load_side(args.baseline), load_side(args.candidate)
         for w in caught:  # e.g. a torn last line (an interrupted run): said once, plainly, not as a traceback
             print(f"energybench: warning: {w.message}", file=sys.stderr)
-        outcome = C.compare(baseline, candidate, metrics, thresholds, alpha, args.fail_on_missing)
-    except (C.CompareInputError, ValueError) as exc:
+        outcome = compare(baseline, candidate, metrics, thresholds, alpha, args.fail_on_missing)
+    except (CompareInputError, ValueError) as exc:
         return _err(str(exc))
-    text = C.render_markdown(outcome, args.all) if args.format == "md" else C.RENDERERS[args.format](outcome)
+    text = render_markdown(outcome, args.all) if args.format == "md" else RENDERERS[args.format](outcome)
     if args.output:
         Path(args.output).write_text(text, encoding="utf-8")
     else:
@@ -133,7 +146,8 @@ def cmd_compare(args) -> int:
 
 
 def cmd_baseline_export(args) -> int:
-    from energybench.compare import CompareInputError, export_baseline
+    from energybench.regress.baseline import export_baseline
+    from energybench.regress.sides import CompareInputError
 
     try:
         path, doc = export_baseline(args.run_dir, args.output)
@@ -145,7 +159,13 @@ def cmd_baseline_export(args) -> int:
 
 
 def cmd_history_add(args) -> int:
-    from energybench.history import HistoryError, add_run_dir, connect, default_db_path, git_commit, git_dirty
+    from energybench.regress.git import git_commit, git_dirty
+    from energybench.regress.history import (
+        HistoryError,
+        add_run_dir,
+        connect,
+        default_db_path,
+    )
     from energybench.results import ResultsFileError
 
     db = args.db or default_db_path()
@@ -163,8 +183,15 @@ def cmd_history_add(args) -> int:
 
 
 def cmd_history_show(args) -> int:
-    from energybench.history import (HistoryError, connect, default_db_path, resolve_metric, trend, trend_markdown,
-                                     trend_png)
+    from energybench.regress.history import (
+        HistoryError,
+        connect,
+        default_db_path,
+        resolve_metric,
+        trend,
+        trend_markdown,
+        trend_png,
+    )
 
     db = args.db or default_db_path()
     if not Path(db).exists():

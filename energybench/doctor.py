@@ -15,7 +15,12 @@ from importlib import metadata
 from typing import Callable
 
 from energybench.measure.devices import cuda_ordinals, resolve_gpus
-from energybench.measure.nvml import GPU_FIELDS, INSTANT, POWER_SOURCE_REASON, probe
+from energybench.measure.nvml_probe import (
+    GPU_FIELDS,
+    INSTANT,
+    POWER_SOURCE_REASON,
+    probe,
+)
 
 RAPL_GLOB = "/sys/class/powercap/intel-rapl*"
 

@@ -3,7 +3,7 @@
 A suite is validated whole before any run starts: the structure by pydantic,
 each method's hyper-parameters by that method's own ``Settings`` model, and
 cross-field rules (e.g. AdaLoRA's schedule against the run's step count) by
-:func:`energybench.preflight.preflight`. Unknown keys are errors everywhere.
+:func:`energybench.run.preflight.preflight`. Unknown keys are errors everywhere.
 """
 
 from __future__ import annotations
@@ -14,46 +14,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeFloat, PositiveFloat, PositiveInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from energybench.executors.settings import ExecutorSettings
 from energybench.measure.settings import MeasureSettings
 from energybench.registry import UnknownMethodError, load_method
+from energybench.run.executors.settings import ExecutorSettings
+from energybench.train.settings import TrainingOverrides, TrainingSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-
-
-class TrainingSettings(BaseModel):
-    """The training loop's settings; a method entry may override any of them."""
-
-    model_config = _STRICT
-    learning_rate: PositiveFloat = 3e-4
-    batch_size: PositiveInt = 32
-    max_epochs: PositiveInt = 30
-    max_steps: PositiveInt | None = Field(None, description="cap on optimizer steps (None: max_epochs decides)")
-    warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    weight_decay: NonNegativeFloat = 0.0
-    grad_clip: PositiveFloat | None = 1.0
-    patience: PositiveInt | None = Field(3, description="evaluations without improvement before stopping")
-    eval_every_steps: PositiveInt | None = Field(None, description="None: evaluate at the end of each epoch")
-    max_source_length: PositiveInt = 128
-    max_target_length: PositiveInt = 16
-    eval_batch_size: PositiveInt = 64
-    max_train_examples: PositiveInt | None = None
-    max_eval_examples: PositiveInt | None = Field(None, description="cap on validation/test examples (quick runs)")
-
-
-class TrainingOverrides(BaseModel):
-    model_config = _STRICT
-    learning_rate: PositiveFloat | None = None
-    batch_size: PositiveInt | None = None
-    max_epochs: PositiveInt | None = None
-    max_steps: PositiveInt | None = None
-    warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    weight_decay: NonNegativeFloat | None = None
-    grad_clip: PositiveFloat | None = None
-    patience: PositiveInt | None = None
-    eval_every_steps: PositiveInt | None = None
 
 
 class BackboneEntry(BaseModel):

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_TRAINING, write_suite
-from energybench.executors import ExecutorSettings
-from energybench.executors.gpus import GpuInfo
-from energybench.plan import RunSpec
+
 from energybench.results import RunResult
-from energybench.runner import run_suite
+from energybench.run.executors import ExecutorSettings
+from energybench.run.executors.gpus import GpuInfo
+from energybench.run.plan import RunSpec
+from energybench.run.runner import run_suite
 from energybench.suite import load_suite
 
 # Two real runs, small enough for 2 CPU cores; device cpu so a fake GPU list pins nothing real.

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
-
-from energybench.backbones import load_backbone
-from energybench.measure.accounting import model_memory, train_step_flops
 from energybench.methods.base import ApplyContext
 from energybench.methods.full_ft import FullFineTuning
 from energybench.methods.lora import LoRA
+from torch import nn
+
+from energybench.measure.accounting import model_memory, train_step_flops
+from energybench.models.backbones import load_backbone
 
 
 def _adamw(params):

@@ -12,7 +12,7 @@ from conftest import run_cli
 from rowfactory import make_row, write_rows
 
 from energybench.cli import main
-from energybench.compare import min_one_sided_p
+from energybench.regress.verdicts import min_one_sided_p
 
 BASE_ENERGY = [1.00e-3, 1.04e-3, 0.97e-3, 1.02e-3, 0.99e-3]
 

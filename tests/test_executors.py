@@ -17,20 +17,33 @@ import time
 
 import psutil
 import pytest
-
 from conftest import write_suite
+from executor_helpers import (  # noqa: F401
+    FAKE_GPUS,
+    FAST_TRAINING,
+    GRID2,
+    comparable,
+    grid,
+    ok_row,
+    serial_and_jobs2,
+)
+
 from energybench import cli
-from energybench.child import annotate_oom
-from energybench.executors import ExecutorError, ExecutorSettings, LocalExecutor, resolve_settings
-from energybench.executors import gpus as gpu_inventory
-from energybench.executors.occupancy import Occupancy
-from energybench.executors.gpus import list_gpus, select_gpus
-from energybench.executors.process import run_in_child
-from energybench.plan import expand
 from energybench.results import RunResult, read_rows
-from energybench.runner import run_suite
+from energybench.run.child import annotate_oom
+from energybench.run.executors import (
+    ExecutorError,
+    ExecutorSettings,
+    LocalExecutor,
+    resolve_settings,
+)
+from energybench.run.executors import gpus as gpu_inventory
+from energybench.run.executors.gpus import list_gpus, select_gpus
+from energybench.run.executors.occupancy import Occupancy
+from energybench.run.executors.process import run_in_child
+from energybench.run.plan import expand
+from energybench.run.runner import run_suite
 from energybench.suite import load_suite, parse_suite
-from executor_helpers import FAKE_GPUS, FAST_TRAINING, GRID2, comparable, grid, ok_row, serial_and_jobs2  # noqa: F401
 
 quiet = dict(echo=lambda m: None)
 

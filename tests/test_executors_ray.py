@@ -9,11 +9,12 @@ import pytest
 
 ray = pytest.importorskip("ray", reason="Ray is not installed; the ray extra adds it: pip install 'energybench[ray]'")
 
-from energybench.executors import ExecutorSettings  # noqa: E402
-from energybench.executors.ray_executor import RayExecutor  # noqa: E402
-from energybench.results import read_rows  # noqa: E402
-from energybench.runner import run_suite  # noqa: E402
 from executor_helpers import comparable, grid, serial_and_jobs2  # noqa: E402,F401
+
+from energybench.results import read_rows  # noqa: E402
+from energybench.run.executors import ExecutorSettings  # noqa: E402
+from energybench.run.executors.ray_executor import RayExecutor  # noqa: E402
+from energybench.run.runner import run_suite  # noqa: E402
 
 quiet = dict(echo=lambda m: None)
 

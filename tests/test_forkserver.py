@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import pytest
-
-from energybench.executors import ExecutorError, ExecutorSettings, LocalExecutor, forkserver
-from energybench.executors.forkserver import ForkedRun
-from energybench.executors.process import CHILD_COMMAND, run_in_child
-from energybench.plan import expand
-from energybench.results import RunResult
 from executor_helpers import FAKE_GPUS, comparable, grid, ok_row
+
+from energybench.results import RunResult
+from energybench.run.executors import (
+    ExecutorError,
+    ExecutorSettings,
+    LocalExecutor,
+    forkserver,
+)
+from energybench.run.executors.forkserver import ForkedRun
+from energybench.run.executors.process import CHILD_COMMAND, run_in_child
+from energybench.run.plan import expand
 
 
 @pytest.fixture(scope="module")

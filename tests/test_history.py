@@ -10,8 +10,9 @@ import matplotlib.image as mpimg
 import pytest
 from rowfactory import make_row, write_rows
 
-from energybench import history
 from energybench.cli import main
+from energybench.regress import git as history_git
+from energybench.regress import history
 
 
 def _count(db, table):
@@ -63,7 +64,7 @@ def test_an_addition_records_the_git_commit_of_the_current_directory_and_the_env
 
 def test_outside_a_git_work_tree_the_commit_is_null(tmp_path, cwd):
     db = tmp_path / "h.sqlite"
-    if history.git_commit(cwd) is not None:
+    if history_git.git_commit(cwd) is not None:
         pytest.skip("the temporary directory lies inside a git work tree")
     assert main(["history", "add", str(_run_dir(tmp_path / "run")), "--db", str(db)]) == 0
     with sqlite3.connect(db) as c:

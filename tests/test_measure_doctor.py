@@ -21,7 +21,6 @@ def test_doctor_reports_each_gpu_with_counter_power_and_limit(monkeypatch):
 
 def test_doctor_without_driver_says_why_gpu_fields_will_be_null():
     import pynvml
-
     import pytest
 
     try:

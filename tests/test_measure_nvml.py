@@ -13,7 +13,11 @@ from types import SimpleNamespace
 
 import pytest
 
-from energybench.measure.devices import cuda_ordinals, parse_visible_devices, resolve_gpus
+from energybench.measure.devices import (
+    cuda_ordinals,
+    parse_visible_devices,
+    resolve_gpus,
+)
 from energybench.measure.meter import Meter
 from energybench.measure.nvml import GPU_FIELDS, GpuEnergyTracker
 from energybench.measure.settings import MeasureSettings

@@ -12,12 +12,12 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from pydantic import ValidationError
-
-from energybench.backbones import load_backbone
 from energybench.methods.adalora import AdaLoRA, check_schedule
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.methods.dora import DoRA
+from pydantic import ValidationError
+
+from energybench.models.backbones import load_backbone
 
 D_IN = D_OUT = 64  # every q and v of tiny-t5 maps 64 → 4·16
 N_MATRICES = 2 * 2 + 2 * 4

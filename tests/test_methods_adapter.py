@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-
-from energybench.backbones import load_backbone
 from energybench.methods.adapter import BottleneckAdapter, HoulsbyAdapter
 from energybench.methods.base import ApplyContext, count_parameters
+
+from energybench.models.backbones import load_backbone
 
 D, ENC, DEC = 64, 2, 2  # the tiny-t5 preset
 CTX = ApplyContext(total_steps=10, seed=0)

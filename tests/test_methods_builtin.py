@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import torch
-
-from energybench.backbones import load_backbone
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.methods.bitfit import BitFit
 from energybench.methods.full_ft import FullFineTuning
 from energybench.methods.lora import LoRA
+
+from energybench.models.backbones import load_backbone
 
 CTX = ApplyContext(total_steps=10, seed=0)
 D, FF, VOCAB, ENC, DEC = 64, 128, 384, 2, 2  # the tiny-t5 preset

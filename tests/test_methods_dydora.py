@@ -6,11 +6,17 @@ import math
 
 import pytest
 import torch
+from energybench.methods.base import ApplyContext, count_parameters
+from energybench.methods.dydora import (
+    DyDoRA,
+    DyDoRALinear,
+    budget_schedule,
+    dydora_layers,
+    prune_schedule,
+)
 from torch import nn
 
-from energybench.backbones import load_backbone
-from energybench.methods.base import ApplyContext, count_parameters
-from energybench.methods.dydora import DyDoRA, DyDoRALinear, budget_schedule, dydora_layers, prune_schedule
+from energybench.models.backbones import load_backbone
 
 D, FF, ENC, DEC = 64, 128, 2, 2  # the tiny-t5 preset
 INIT_R, R = 12, 8  # defaults: r = 8, r' = ceil(1.5·8)

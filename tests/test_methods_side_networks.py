@@ -10,15 +10,15 @@ import random
 
 import pytest
 import torch
-from torch import nn
-
-from energybench.backbones import load_backbone
-from energybench.measure.accounting import model_memory, train_step_flops
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.methods.full_ft import FullFineTuning
 from energybench.methods.lora import LoRA
 from energybench.methods.lst import LadderSideTuning
 from energybench.methods.read import READ
+from torch import nn
+
+from energybench.measure.accounting import model_memory, train_step_flops
+from energybench.models.backbones import load_backbone
 
 CTX = ApplyContext(total_steps=10, seed=0)
 

@@ -7,7 +7,7 @@ import statistics
 import pandas as pd
 import pytest
 
-from energybench.report import write_report
+from energybench.report.build import write_report
 from energybench.results import append_result
 
 

@@ -7,7 +7,7 @@ from html.parser import HTMLParser
 
 from rowfactory import NO_GPU, make_row, write_rows
 
-from energybench.report import write_report
+from energybench.report.build import write_report
 
 
 class PageParser(HTMLParser):

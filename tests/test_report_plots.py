@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from rowfactory import NO_GPU, make_row, write_rows
 
-from energybench.plots import budget_heatmaps, live_ranks, pareto_front
-from energybench.report import load_frame, write_report
+from energybench.report.build import load_frame, write_report
+from energybench.report.plots import budget_heatmaps, live_ranks, pareto_front
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -58,7 +58,7 @@ def test_quality_energy_and_memory_plots_are_nontrivial_pngs_when_gpu_energy_exi
 
 
 def test_quality_plot_falls_back_to_wall_time_and_names_it_when_gpu_energy_is_null_everywhere(tmp_path):
-    from energybench.plots import quality_vs_cost
+    from energybench.report.plots import quality_vs_cost
 
     write_rows(tmp_path, _rows(gpu=False))
     frame = load_frame([tmp_path])
@@ -69,7 +69,7 @@ def test_quality_plot_falls_back_to_wall_time_and_names_it_when_gpu_energy_is_nu
 
 
 def test_quality_plot_prefers_an_estimated_host_energy_over_wall_time_and_labels_it_an_estimate(tmp_path):
-    from energybench.plots import quality_vs_cost
+    from energybench.report.plots import quality_vs_cost
 
     tdp = "CodeCarbon TDP model: RAPL not readable"
     rows = [make_row(m, "a", s, score=60.0 + s, train={"gpu_energy_kwh": None,

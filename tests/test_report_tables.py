@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from rowfactory import NO_GPU, make_row, write_rows
 
-from energybench.report import write_report
+from energybench.report.build import write_report
 
 # energy (kWh) per (method, task, seed); memory (bytes) per (method, task)
 ENERGY = {("full_ft", "a"): [1.0e-3, 1.2e-3, 1.1e-3], ("full_ft", "b"): [2.0e-3, 2.2e-3, 2.4e-3],

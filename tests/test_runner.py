@@ -11,10 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli
+
 from energybench.results import append_result, read_rows
-from energybench.runner import OutputDirLockedError, output_lock, run_suite
+from energybench.run.runner import OutputDirLockedError, output_lock, run_suite
 from energybench.suite import load_suite
 
 

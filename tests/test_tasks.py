@@ -109,9 +109,9 @@ class _ScriptedModel(torch.nn.Module):
 
 
 def test_rank_classification_picks_the_likeliest_candidate():
-    from energybench.backbones import byte_tokenizer
-    from energybench.evaluate import evaluate
+    from energybench.models.backbones import byte_tokenizer
     from energybench.tasks.synthetic import SYNTHETIC_SPECS
+    from energybench.train.evaluate import evaluate
 
     tok = byte_tokenizer()
     spec = SYNTHETIC_SPECS["synth-sst2"]

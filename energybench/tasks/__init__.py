@@ -7,6 +7,6 @@ classification, so methods are compared on equal terms.
 """
 
 from energybench.tasks.base import Example, TaskData, TaskSpec
-from energybench.tasks.loading import load_task, check_task_available
+from energybench.tasks.loading import check_task_available, load_task
 
 __all__ = ["Example", "TaskData", "TaskSpec", "load_task", "check_task_available"]

@@ -165,7 +165,7 @@ def check_glue_available(task: str, data_dir: str | None) -> str | None:
             return (f"folder {folder} has no {', '.join(missing)} — expected the GLUE TSV layout "
                     f"({layout.folder}/train.tsv, {layout.folder}/dev.tsv; see README, \"Local data\")")
         return None
-    from energybench.hub import dataset_cached, hub_reachable
+    from energybench.models.hub import dataset_cached, hub_reachable
 
     if dataset_cached(HUB_DATASET, task) or hub_reachable():
         return None

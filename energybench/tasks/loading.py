@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 from energybench.tasks.base import TaskData
-from energybench.tasks.glue import GLUE_SPECS, check_glue_available, load_glue_hub, load_glue_tsv
+from energybench.tasks.glue import (
+    GLUE_SPECS,
+    check_glue_available,
+    load_glue_hub,
+    load_glue_tsv,
+)
 from energybench.tasks.synthetic import SYNTHETIC_SPECS, make_synthetic
 
 TASK_NAMES = tuple(SYNTHETIC_SPECS) + tuple(GLUE_SPECS)

@@ -1,0 +1,206 @@
+"""Executes one run inside its own process: build, measure, train, evaluate, account.
+
+Order matters for honest numbers. The deterministic accounting (memory by
+parts, FLOPs) runs on a copy of the model before training, on the run's first
+batch; then the ``train`` window wraps :func:`energybench.train.fit`
+(periodic validation included, as training cost is usually quoted), the
+``eval`` window wraps the test-set evaluation, and the ``inference`` window
+wraps the latency measurement of the model as users would deploy it
+(``for_inference``: merged where the method allows). For methods that merge,
+the unmerged latency is measured too, outside any window.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import random
+import socket
+import traceback
+from datetime import datetime, timezone
+from typing import Callable
+
+import torch
+
+from energybench import __version__
+from energybench.measure.accounting import (
+    inference_flops,
+    model_memory,
+    train_step_flops,
+)
+from energybench.measure.figures import Figures
+from energybench.measure.latency import measure_latency, step_time_stats
+from energybench.measure.meter import Meter
+from energybench.measure.settings import MeasureSettings
+from energybench.measure.trackers import build_trackers
+from energybench.methods.base import ApplyContext, count_parameters
+from energybench.models.backbones import load_backbone
+from energybench.registry import load_method
+from energybench.results import RunResult
+from energybench.run.plan import RunSpec
+from energybench.tasks import load_task
+from energybench.tasks.formatting import target_text
+from energybench.train.batches import (
+    encode_sources,
+    encode_targets,
+    to_device,
+    training_batch,
+)
+from energybench.train.evaluate import evaluate
+from energybench.train.loop import fit, planned_steps
+
+TRACEBACK_TAIL_LINES = 25
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def resolve_device(requested: str) -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("the suite asks for device: cuda but torch sees no CUDA device (try `energybench doctor`)")
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def environment(device: torch.device) -> dict:
+    import transformers
+
+    env = {"energybench": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+           "python": platform.python_version(), "host": socket.gethostname(), "device": str(device),
+           "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES")}
+    try:
+        import peft
+
+        env["peft"] = peft.__version__
+    except ImportError:  # pragma: no cover
+        pass
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def execute(spec: RunSpec, log: Callable[[str], None] = print) -> RunResult:
+    """Run ``spec`` and return its row; an exception becomes a failed row, never a crash."""
+    started = _now()
+    base = dict(run_id=spec.run_id, suite=spec.suite, backbone=spec.backbone.display, task=spec.task.name,
+                method=spec.method.display, method_name=spec.method.name, seed=spec.seed, config=spec.config(),
+                started_at=started)
+    try:
+        row = _execute(spec, log)
+        return RunResult(**base, **row, status="ok", finished_at=_now())
+    except Exception as exc:  # noqa: BLE001 - recorded, and the grid goes on
+        tail = "".join(traceback.format_exc().splitlines(keepends=True)[-TRACEBACK_TAIL_LINES:])
+        return RunResult(**base, status="failed", error=f"{type(exc).__name__}: {exc}", traceback_tail=tail,
+                         finished_at=_now())
+
+
+def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
+    cfg = spec.training
+    measure = MeasureSettings.model_validate(spec.measure)
+    device = resolve_device(spec.device)
+    seed_everything(spec.seed)
+    data = load_task(spec.task.name, spec.task.data_dir, max_train_examples=cfg.max_train_examples)
+    if cfg.max_eval_examples:
+        data.validation, data.test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
+    backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed)
+    tokenizer = backbone.tokenizer
+    total_steps = planned_steps(len(data.train), cfg)
+    method_cls = load_method(spec.method.name)
+    method = method_cls(method_cls.Settings.model_validate(spec.method_settings))
+    model = method.apply(backbone.model, ApplyContext(total_steps=total_steps, seed=spec.seed, task_name=spec.task.name))
+    trainable, total = count_parameters(model)
+    log(f"  {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3f}%); {total_steps} steps planned")
+
+    first = training_batch(tokenizer, data.spec, data.train[: cfg.batch_size], cfg.max_source_length, cfg.max_target_length)
+    infer_examples = data.test[: measure.latency_batch_size]
+    infer_batch = encode_sources(tokenizer, data.spec, infer_examples, cfg.max_source_length)
+    infer_batch["labels"] = encode_targets(tokenizer, [target_text(data.spec, e) for e in infer_examples], cfg.max_target_length)
+    accounting = _accounting(model, method, first, measure)
+
+    model.to(device)
+    windows: dict[str, dict] = {}
+    with Meter(build_trackers(measure, devices=[device])) as meter:
+        meter.begin_window("train")
+        result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log)
+        windows["train"] = meter.end_window("train")
+        windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
+
+        meter.begin_window("eval")
+        score, metrics = evaluate(model, tokenizer, data.spec, data.test, cfg.max_source_length,
+                                  cfg.max_target_length, cfg.eval_batch_size, device)
+        windows["eval"] = meter.end_window("eval")
+        log(f"  test {data.spec.metric} {score:.2f}")
+
+        method_info = method.describe(model)
+        batch = to_device(infer_batch, device)
+        unmerged = None
+        if method.overrides("for_inference"):
+            unmerged = _latency(model, batch, measure, device).as_dict()
+            model = method.for_inference(model)
+        _count_inference_flops(accounting, model, batch, measure)
+        meter.begin_window("inference")
+        latency = _latency(model, batch, measure, device)
+        windows["inference"] = meter.end_window("inference")
+        windows["inference"].merge(latency)
+        if unmerged is not None:
+            windows["inference"]["unmerged"] = unmerged
+
+    return dict(score=score, metrics=metrics, val_score=result.best_val_score, steps=result.steps,
+                planned_steps=total_steps, epochs=result.epochs, stopped_early=result.stopped_early,
+                trainable_params=trainable, total_params=total, windows=windows, accounting=accounting.as_dict(),
+                method_info={**method_info, "history": result.history}, environment=environment(device))
+
+
+def _loss_fn(method, batch: dict):
+    has_reg = method.overrides("regularizer")
+
+    def loss(model):
+        out = model(**batch).loss
+        reg = method.regularizer(model) if has_reg else None
+        return out if reg is None else out + reg
+
+    return loss
+
+
+def _accounting(model, method, train_batch: dict, measure: MeasureSettings) -> Figures:
+    figs = Figures()
+    if not measure.accounting:
+        for name in ("mem_model_bytes", "train_flops"):
+            figs.null(name, "accounting disabled in the suite (measure.accounting: false)")
+        return figs
+    mem = model_memory(model, _loss_fn(method, train_batch),
+                       lambda params: torch.optim.AdamW(params, lr=1e-3))
+    for name, value in mem.as_fields().items():
+        figs.put(name, value, "measured", "deterministic accounting on CPU (DESIGN.md)")
+    figs.put("train_flops", train_step_flops(model, _loss_fn(method, train_batch)), "measured",
+             "torch.utils.flop_counter, one training step")
+    return figs
+
+
+def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSettings) -> None:
+    """FLOPs of one inference batch of the model as deployed (after ``for_inference``)."""
+    if not measure.accounting:
+        figs.null("infer_flops", "accounting disabled in the suite (measure.accounting: false)")
+        return
+    figs.put("infer_flops", inference_flops(model, lambda m: m(**batch)), "measured",
+             "torch.utils.flop_counter, one inference batch of the deployed model")
+
+
+def _latency(model, batch: dict, measure: MeasureSettings, device: torch.device) -> Figures:
+    """Latency of one inference forward (scoring one label) at the suite's batch size."""
+    model.eval()
+    with torch.no_grad():
+        return measure_latency(lambda: model(**batch), measure.latency_warmup, measure.latency_repeats, sync=device)

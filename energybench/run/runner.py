@@ -1,0 +1,180 @@
+"""Runs a suite's grid, one child process per run, resumable and single-writer.
+
+Isolation: each run executes in ``python -m energybench.run.child``, so an
+exception, an out-of-memory or a kill loses that run only; the parent records
+it as failed (error + the tail of what it printed) and goes on.
+
+Where runs execute is the executor's business (:mod:`energybench.run.executors`):
+serially by default, side by side on CPU (``--jobs``), one per GPU
+(``--gpus``), or as Ray tasks (``--executor ray``). Whatever the executor,
+this module alone expands the grid, skips finished runs and appends rows.
+
+Resumability: runs are keyed by a hash of their resolved configuration; a run
+whose latest row in results.jsonl is ``ok`` is skipped. Failed runs are tried
+again on the next invocation. The executor is not part of the hash, so a grid
+started locally can be finished on Ray and the other way round.
+
+One writer: the parent alone appends to results.jsonl, under a lock file that
+refuses a second ``run`` on the same output directory; concurrent runs hand
+their rows to it, so lines cannot interleave.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+from tqdm import tqdm
+
+from energybench.results import RESULTS_FILE, RunResult, append_result, finished_run_ids
+from energybench.run.executors import (
+    Executor,
+    ExecutorSettings,
+    LocalExecutor,
+    make_executor,
+)
+from energybench.run.executors.process import OUTPUT_TAIL_LINES, run_in_child
+from energybench.run.plan import RunSpec, expand
+from energybench.suite import Suite
+
+__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirLockedError", "output_lock", "run_in_child",
+           "run_suite", "suite_executor_settings"]
+
+LOCK_FILE = ".energybench.lock"
+
+
+class OutputDirLockedError(RuntimeError):
+    pass
+
+
+@contextmanager
+def output_lock(out_dir: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``out_dir``; released even if the process is killed."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / LOCK_FILE
+    fh = open(path, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fh.seek(0)
+        holder = fh.read().strip() or "another process"
+        fh.close()
+        raise OutputDirLockedError(
+            f"{out_dir} is in use by another `energybench run` ({holder}); wait for it to finish "
+            f"or choose another output directory (--output-dir)") from None
+    fh.seek(0)
+    fh.truncate()
+    fh.write(f"pid {os.getpid()}")
+    fh.flush()
+    try:
+        yield
+    finally:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        fh.close()
+
+
+@dataclass
+class GridSummary:
+    total: int = 0
+    skipped: int = 0
+    ok: int = 0
+    failed: int = 0
+    failures: list[str] = field(default_factory=list)
+    wall_s: float = 0.0
+    executor: str = "local"
+
+
+def suite_executor_settings(suite: Suite) -> ExecutorSettings:
+    """The suite's ``executor:`` block, or the defaults (serial, local) where the suite has none."""
+    value = getattr(suite, "executor", None)
+    if value is None:
+        return ExecutorSettings()
+    return value if isinstance(value, ExecutorSettings) else ExecutorSettings.model_validate(value)
+
+
+class _Progress:
+    """The executor's events as lines above a tqdm bar; safe to call from the executor's threads."""
+
+    def __init__(self, bar: tqdm, total: int, concurrent: bool) -> None:
+        self.bar, self.total, self.concurrent = bar, total, concurrent
+        self.lock = threading.Lock()
+        self.numbers: dict[str, int] = {}
+
+    def write(self, line: str) -> None:
+        with self.lock:
+            self.bar.write(line)
+
+    def started(self, spec: RunSpec, where: str | None) -> None:
+        with self.lock:
+            n = self.numbers.setdefault(spec.run_id, len(self.numbers) + 1)
+        self.write(f"[{n}/{self.total}] {spec.title}  ({spec.run_id})" + (f"  → {where}" if where else ""))
+
+    def relay(self, spec: RunSpec, line: str) -> None:
+        self.write(f"[{self.numbers.get(spec.run_id, '?')}]{line}" if self.concurrent else line)
+
+    def note(self, message: str) -> None:
+        self.write(message)
+
+
+def _as_executor(executor, settings: ExecutorSettings) -> Executor:
+    if executor is None:
+        return make_executor(settings)
+    if hasattr(executor, "run") and hasattr(executor, "prepare"):
+        return executor
+    # A plain callable ``(spec, relay) -> RunResult``: run serially through it (the walking skeleton's seam).
+    return LocalExecutor(ExecutorSettings(), run_fn=lambda spec, relay, **_: executor(spec, relay))
+
+
+def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable[[str], None] = print,
+              executor: Executor | Callable[[RunSpec, Callable[[str], None]], RunResult] | None = None,
+              settings: ExecutorSettings | None = None) -> GridSummary:
+    """Run every pending run of ``suite``; return what happened.
+
+    settings: where runs execute (default: the suite's ``executor:`` block, else serial and local);
+    executor: an executor object to use instead (tests), or a callable run serially.
+    Raises :class:`energybench.run.executors.ExecutorError` before any run starts when the executor cannot start.
+    """
+    out = Path(out_dir or suite.output_dir)
+    results = out / RESULTS_FILE
+    runs = expand(suite)
+    settings = settings or suite_executor_settings(suite)
+    ex = _as_executor(executor, settings)
+    summary = GridSummary(total=len(runs), executor=getattr(ex, "name", "local"))
+    t0 = time.perf_counter()
+    with output_lock(out):
+        done = finished_run_ids(results)
+        pending = [r for r in runs if r.run_id not in done]
+        summary.skipped = len(runs) - len(pending)
+        if summary.skipped:
+            echo(f"{summary.skipped} of {len(runs)} runs already finished in {results}; skipping them")
+        (out / "suite.json").write_text(suite.model_dump_json(indent=2), encoding="utf-8")
+        if not pending:
+            summary.wall_s = time.perf_counter() - t0
+            return summary
+        try:
+            for note in ex.prepare(suite, len(pending)):
+                echo(note)
+            bar = tqdm(total=len(pending), unit="run", desc=suite.name, file=sys.stderr, dynamic_ncols=True)
+            concurrent = getattr(ex, "name", "") != "local" or len(getattr(ex, "slots", [None])) > 1
+            progress = _Progress(bar, len(pending), concurrent)
+            for spec, row in ex.run(pending, progress):
+                append_result(results, row)
+                if row.status == "ok":
+                    summary.ok += 1
+                else:
+                    summary.failed += 1
+                    summary.failures.append(f"{spec.title}: {row.error}")
+                    progress.write(f"  FAILED: {spec.title}: {row.error}" if concurrent else f"  FAILED: {row.error}")
+                bar.update(1)
+            bar.close()
+        finally:
+            ex.close()
+    summary.wall_s = time.perf_counter() - t0
+    return summary

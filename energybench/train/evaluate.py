@@ -1,0 +1,78 @@
+"""Rank classification: score every candidate label string, predict the likeliest.
+
+Generation would reward methods for formatting, not for knowing the answer;
+ranking the task's candidate strings by their log-likelihood under the model
+works the same way for every method (including side networks that only
+return logits) and is how T5-style classifiers are usually scored.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from energybench.tasks.base import Example, TaskSpec
+from energybench.tasks.formatting import candidate_value
+from energybench.tasks.metrics import compute_metrics
+from energybench.train.batches import (
+    candidate_labels,
+    encode_sources,
+    sequence_log_likelihood,
+    to_device,
+)
+
+
+def _reusable_encoding(model: nn.Module, src: dict) -> dict:
+    """Inputs for one candidate's forward; the encoder runs once per batch where it can.
+
+    Hugging Face encoder-decoders (and peft wrappers, and methods that modify
+    modules in place) accept ``encoder_outputs``, so every candidate reuses one
+    encoder pass. Wrappers without ``get_encoder`` (side networks) get the raw
+    inputs and run whole, which gives the same scores, only slower.
+    """
+    get_encoder = getattr(model, "get_encoder", None)
+    if get_encoder is None:
+        return dict(src)
+    encoder_outputs = get_encoder()(input_ids=src["input_ids"], attention_mask=src["attention_mask"])
+    return {"encoder_outputs": encoder_outputs, "attention_mask": src["attention_mask"]}
+
+
+@torch.no_grad()
+def candidate_scores(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example],
+                     max_src: int, max_tgt: int, batch_size: int, device: torch.device) -> torch.Tensor:
+    """(n_examples, n_candidates) log-likelihoods."""
+    cands = candidate_labels(tokenizer, spec, max_tgt)
+    width = max(len(c) for c in cands)
+    padded = torch.full((len(cands), width), -100, dtype=torch.long)
+    for i, c in enumerate(cands):
+        padded[i, : len(c)] = c
+    rows = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        src = to_device(encode_sources(tokenizer, spec, chunk, max_src), device)
+        inputs = _reusable_encoding(model, src)
+        per_cand = []
+        for ci in range(len(cands)):
+            labels = padded[ci, : len(cands[ci])].unsqueeze(0).expand(len(chunk), -1).contiguous().to(device)
+            out = model(**inputs, labels=labels)
+            per_cand.append(sequence_log_likelihood(out.logits, labels))
+        rows.append(torch.stack(per_cand, dim=1).cpu())
+    return torch.cat(rows, dim=0)
+
+
+def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int,
+             max_tgt: int, batch_size: int, device: torch.device) -> tuple[float, dict[str, float]]:
+    """(score, metrics) of ``model`` on ``examples`` by rank classification."""
+    was_training = model.training
+    model.eval()
+    try:
+        scores = candidate_scores(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
+    finally:
+        model.train(was_training)
+    preds = [candidate_value(spec, int(i)) for i in scores.argmax(dim=1)]
+    refs = [e.label for e in examples]
+    if spec.is_regression:
+        refs = [float(r) for r in refs]
+    return compute_metrics(spec.metric, preds, refs)
