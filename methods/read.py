@@ -45,6 +45,14 @@ probabilities need the decoder's *eager* attention (SDPA does not return
 them); ``apply`` switches the backbone's decoder to it, which changes nothing
 but float rounding. Inference is the same backbone pass followed by the RNNs
 (nothing to merge).
+
+Deliberate differences from the paper, and the setting that restores its form:
+
+- RMS-normalised RNN inputs (``normalize_inputs=True``, above); the paper
+  feeds the states as they are: ``normalize_inputs=False``.
+- σ averaged over heads (the paper writes a single head); no setting.
+- σ is tapped before the backbone's attention dropout, as Algorithm 1's plain
+  softmax; this is the paper's form, not a difference.
 """
 
 from __future__ import annotations
