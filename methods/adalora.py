@@ -32,6 +32,17 @@ when the model is wrapped with ``task_type="SEQ_2_SEQ_LM"``: a plain
 lost. So ``regularizer`` is not overridden here — adding it again would count
 it twice.
 
+Targets: by default the paper's six matrix types (attention q, k, v, o and
+both feed-forward matrices; ``PAPER_TARGETS_T5``), which is also peft's T5
+default for AdaLoRA; ``target_modules`` narrows or changes them (e.g.
+``[q, v]``, LoRA's default, for a like-for-like comparison with ``lora``).
+T5 v1.1's gated feed-forward names its input matrices ``wi_0``, ``wi_1``:
+list them there, peft matches names exactly.
+
+Only checkpoints taken once the allocation is final (step ≥ T − tfinal) may
+become the loop's best validation state (``checkpoint_allowed``), so the
+model evaluated and described after training always has the final budget.
+
 Masking zeroes E entries; it never shrinks tensors, so compute and memory stay
 at init_r for the whole run. ``for_inference`` merges ΔW into the weights.
 """
@@ -46,6 +57,8 @@ from torch import nn
 from energybench.methods.base import ApplyContext, Method, MethodSettings
 
 ADAPTER = "default"  # peft's name for the single adapter get_peft_model adds
+# The paper adapts all of W_q, W_k, W_v, W_o, W_f1, W_f2 (its §4); on T5 that is peft's own AdaLoRA default.
+PAPER_TARGETS_T5 = ("q", "k", "v", "o", "wi", "wo")
 
 
 class AdaLoRASettings(MethodSettings):
@@ -59,8 +72,10 @@ class AdaLoRASettings(MethodSettings):
     orth_reg_weight: float = Field(0.5, ge=0, description="γ, weight of the orthogonality penalty added to the loss")
     lora_alpha: float = Field(8.0, gt=0, description="scaling numerator: the update is scaled by lora_alpha/init_r")
     lora_dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input of the low-rank path")
-    target_modules: list[str] = Field(default_factory=lambda: ["q", "v"], min_length=1,
-                                      description="names of the nn.Linear modules to adapt (T5: q, v as in LoRA)")
+    target_modules: list[str] = Field(
+        default_factory=lambda: list(PAPER_TARGETS_T5), min_length=1,
+        description="names of the nn.Linear modules to adapt (default: the paper's six, T5's attention q, k, v, o "
+                    "and feed-forward wi, wo — peft's own T5 default; gated-FFN T5 v1.1 names wi_0, wi_1)")
 
     @model_validator(mode="after")
     def _check(self) -> "AdaLoRASettings":
@@ -120,6 +135,10 @@ class AdaLoRA(Method):
 
     def on_step_end(self, model: nn.Module, step: int, total_steps: int) -> None:
         model.base_model.update_and_allocate(step)
+
+    def checkpoint_allowed(self, model: nn.Module, step: int, total_steps: int) -> bool:
+        """Only states from the final allocation on (peft fixes it at step T − tfinal) may be restored as best."""
+        return step >= total_steps - self.settings.tfinal
 
     def for_inference(self, model: nn.Module) -> nn.Module:
         return model.merge_and_unload()

@@ -20,9 +20,18 @@ Initialisation: Houlsby et al. (§3.6) draw the projections from a zero-mean
 normal with std 1e-2 truncated at two standard deviations; biases start at 0.
 The adapter is then *near* the identity (the tests state the tolerance).
 ``init="zero_up"`` zeroes W_up instead, which makes it the identity exactly.
-Only adapter parameters train (Houlsby also trained the layer norms;
-``train_layer_norms=True`` does that). Inference keeps the adapters: there is
-nothing to merge, the nonlinearity sits between the projections.
+Inference keeps the adapters: there is nothing to merge, the nonlinearity
+sits between the projections.
+
+Deliberate differences from the paper, and the setting that restores its form:
+
+- frozen layer norms: only adapter parameters train (as in READ's
+  comparison); Houlsby et al. also trained the layer norms:
+  ``train_layer_norms=True``.
+- an adapter after the decoder's cross-attention too (Houlsby's BERT has no
+  cross-attention; it is an attention block of its own): the paper's literal
+  "after the attention and after the feed-forward block" is
+  ``after_cross_attention=False``.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The plugin contract every fine-tuning method follows.
 
 A method is a class with a pydantic ``Settings`` model (its hyper-parameters,
-unknown keys rejected) and up to five hooks. Only ``apply`` is required; the
+unknown keys rejected) and up to six hooks. Only ``apply`` is required; the
 training loop calls the others when the method overrides them, so a method
 without a regularizer costs nothing per step.
 """
@@ -57,6 +57,16 @@ class Method:
 
     def on_step_end(self, model: nn.Module, step: int, total_steps: int) -> None:
         """Called after each optimizer step, before gradients are cleared."""
+
+    def checkpoint_allowed(self, model: nn.Module, step: int, total_steps: int) -> bool:
+        """Whether the state after optimizer step ``step`` may become the loop's best validation checkpoint.
+
+        The loop restores the best validation weights at the end. A method whose budget changes during
+        training (AdaLoRA's ranks, dynamic-rank DoRA's live components) answers False until the budget is
+        final, so the model evaluated, measured and described after training always has the final budget.
+        Evaluations it refuses are still logged but neither become "best" nor count towards patience.
+        """
+        return True
 
     def regularizer(self, model: nn.Module) -> torch.Tensor | None:
         """An extra loss term added to the task loss, or None."""

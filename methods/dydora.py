@@ -46,10 +46,25 @@ t_i, every ``interval`` steps after it, and at t_f. The authors prune every
 interval used is ``min(prune_interval_steps, max(1, (t_f − t_i) // 10))`` —
 about ten events or more in any run, 100 steps on runs of ≥ ~2,900 steps. Compute and memory
 stay at r' for the whole run (pruning zeroes gates, it does not shrink A, B).
-A run that stops early (the loop's patience) before t_f keeps more than r
-components on average; ``describe`` reports the live counts as they are and
-whether pruning finished.
+Only states from step t_f on may become the loop's best validation checkpoint
+(``checkpoint_allowed``; evaluations before it do not count towards patience
+either), so the model restored, evaluated and described after training has
+the final budget of n·r live components; ``describe`` counts the live gates
+of those weights.
 ``for_inference`` folds W0 + (α/r')·B·diag(c)·A into a plain ``nn.Linear``.
+
+Memory of the low-rank path (``recompute_dropout``, default True). Written
+plainly, ``F.linear(dropout(x), A)`` materialises dropout(x) once per adapted
+module and autograd keeps that copy (for A's gradient) plus the float
+dropout mask — e.g. the encoder output copied twice per decoder layer for the
+cross-attention k and v. That is the implementation's cost, not the method's:
+x is saved anyway by the frozen base projection. ``DropoutLowRank`` (a
+``torch.autograd.Function``) saves x and a 1-byte (bool) mask instead and
+recomputes the dropped input in backward. Each module draws its own mask
+(the paper's per-module dropout), through ``torch.native_dropout``, the
+kernel ``F.dropout`` itself uses, so with the same seed the masks, the
+forward and the gradients are bit-identical to the plain form
+(``recompute_dropout=False``, kept for comparison; the tests check both).
 """
 
 from __future__ import annotations
@@ -80,6 +95,9 @@ class DyDoRASettings(MethodSettings):
     prune_end_fraction: float = Field(0.5, gt=0, le=1, description="t_f / T: pruning ends, budget fixed at r after")
     prune_interval_steps: PositiveInt = Field(
         100, description="steps between prune events (shortened on short runs, see module docstring)")
+    recompute_dropout: bool = Field(
+        True, description="save x and a 1-byte mask and recompute dropout(x) in backward (same gradients, less "
+                          "memory); False: the plain dropout → F.linear path, which saves the dropped copy")
     target_modules: list[str] = Field(
         default_factory=lambda: ["q", "k", "v", "o", "wi", "wo"], min_length=1,
         description="names of the nn.Linear attributes to adapt (T5: attention q,k,v,o and FFN wi, wo; "
@@ -126,13 +144,47 @@ def prune_schedule(total_steps: int, start_fraction: float = 0.15, end_fraction:
     return t_i, t_f, interval
 
 
+class DropoutLowRank(torch.autograd.Function):
+    """A·dropout(x) for training, saving x and the bool dropout mask rather than the dropped copy.
+
+    Forward and gradients equal ``F.linear(F.dropout(x, p, True), A)`` bit for bit under the same RNG state:
+    the mask comes from ``torch.native_dropout`` (what ``F.dropout`` runs on CUDA; on the CPU it draws the same
+    mask and computes the same values), the dropped input is recomputed in backward by
+    ``native_dropout_backward`` (x·mask·scale, the forward's own arithmetic), and the two matrix products are the
+    ones autograd takes for F.linear (gradient of the input: g·A, of the weight: gᵀ·dropped). Under autocast the
+    gradient may be in a lower precision than x or A; each product then runs in the gradient's dtype and the
+    result is cast back to its input's dtype.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, a: torch.Tensor, p: float) -> torch.Tensor:
+        dropped, mask = torch.native_dropout(x, p, True)
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(x, mask, a)
+        return F.linear(dropped, a)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, mask, a = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])
+        grad_x = grad_a = None
+        if ctx.needs_input_grad[0]:
+            grad_dropped = g2.mm(a.to(g2.dtype)).view(*x.shape[:-1], a.shape[1])
+            grad_x = torch.ops.aten.native_dropout_backward(grad_dropped, mask, ctx.scale).to(x.dtype)
+        if ctx.needs_input_grad[1]:
+            dropped = torch.ops.aten.native_dropout_backward(x, mask, ctx.scale)
+            grad_a = g2.t().mm(dropped.reshape(-1, x.shape[-1]).to(g2.dtype)).to(a.dtype)
+        return grad_x, grad_a, None
+
+
 class DyDoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus r' gated rank-one components (Aᵢ, Bᵢ, cᵢ)."""
 
     def __init__(self, base: nn.Linear, init_r: int, alpha: float, dropout: float,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, recompute_dropout: bool = True):
         super().__init__()
         self.base = base
+        self.recompute_dropout = recompute_dropout
         self.init_r = init_r
         self.scaling = alpha / init_r
         a = torch.empty(init_r, base.in_features)
@@ -159,7 +211,12 @@ class DyDoRALinear(nn.Module):
         return self.base.bias
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        low = F.linear(self.dropout(x), self.dydora_A) * self.dydora_c
+        p = getattr(self.dropout, "p", 0.0)
+        if self.recompute_dropout and self.training and p > 0 and torch.is_grad_enabled():
+            low = DropoutLowRank.apply(x, self.dydora_A, p)
+        else:
+            low = F.linear(self.dropout(x), self.dydora_A)
+        low = low * self.dydora_c
         return self.base(x) + F.linear(low, self.dydora_B) * self.scaling
 
     @torch.no_grad()
@@ -216,7 +273,8 @@ class DyDoRA(Method):
             raise ValueError(f"dydora: no nn.Linear named {s.target_modules} in {type(model).__name__}; "
                              "set target_modules to the names of the projections to adapt")
         for parent, attr in targets:
-            setattr(parent, attr, DyDoRALinear(getattr(parent, attr), s.initial_rank, s.alpha, s.dropout, generator))
+            setattr(parent, attr, DyDoRALinear(getattr(parent, attr), s.initial_rank, s.alpha, s.dropout, generator,
+                                               s.recompute_dropout))
         _, self._t_f, _ = prune_schedule(ctx.total_steps, s.prune_start_fraction, s.prune_end_fraction,
                                          s.prune_interval_steps)
         self._last_step = 0
@@ -238,6 +296,12 @@ class DyDoRA(Method):
                 layer.importance_ema.mul_(s.beta).add_((1 - s.beta) * layer.raw_importance())
             if step >= t_i and ((step - t_i) % interval == 0 or step == t_f):
                 self._prune(layers, budget_schedule(step, total_steps, s.initial_rank, s.r, t_i, t_f))
+
+    def checkpoint_allowed(self, model: nn.Module, step: int, total_steps: int) -> bool:
+        """Only states after the last prune event (step ≥ t_f) may be restored as the best checkpoint."""
+        s = self.settings
+        _, t_f, _ = prune_schedule(total_steps, s.prune_start_fraction, s.prune_end_fraction, s.prune_interval_steps)
+        return step >= t_f
 
     def _prune(self, layers: list[DyDoRALinear], budget: float) -> None:
         """Keep the globally most important components; zero the gates of the rest."""

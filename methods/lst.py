@@ -13,22 +13,36 @@ backbone only feeds it, so nothing is back-propagated through the backbone
 - The side decoder cross-attends to the side encoder's output (after its
   final norm). Output: side final norm → Linear(d/r → d) → the backbone's
   d_model**-0.5 rescale when its config asks for it → the frozen LM head.
-- ``drop_layers`` removes side blocks (and their ladders) as the authors'
-  code does (their t5-base runs drop [1,2,3,5,6,7,9,10,11] in both stacks).
-  The first kept block carries the relative-position bias.
+- Layer dropping: a side block (and its ladder) exists only for the backbone
+  layers it is given. ``side_layers`` lists the layers that *keep* a side
+  block, exactly as the authors' ``encoder_side_layers`` /
+  ``decoder_side_layers`` do; ``drop_layers`` lists the layers that lose
+  theirs (use one or the other). The authors' t5-base script passes
+  ``[1,2,3,5,6,7,9,10,11]`` — 9 blocks kept, layers 0, 4 and 8 dropped — in
+  both stacks: ``side_layers: [1, 2, 3, 5, 6, 7, 9, 10, 11]``, equivalently
+  ``drop_layers: [0, 4, 8]`` (``AUTHORS_T5_BASE_SIDE_LAYERS``). The first
+  kept block carries the relative-position bias.
 
-Initialisation (``init="pruned"``, the default): the side blocks are the
-backbone's blocks, structurally pruned by weight magnitude (L1). One set of
-d/r residual dimensions is kept for the whole side network (each weight
-matrix touching the residual stream votes with its column/row L1 norms, each
-matrix normalised to one vote); per block and per head, the d_kv/r
-query-key and value-output dimensions with the largest L1 norms, and the
-d_ff/r feed-forward units with the largest L1 norms. The ladders start as the
-selection of the kept dimensions and the up-projection as its transpose.
-The authors prune by Fisher information over 1024 training samples; that
-needs task data at attach time, which the plugin contract does not give, so
-this is the magnitude-based alternative their paper also discusses.
-``init="random"`` keeps PyTorch's default initialisation instead.
+Initialisation, as the authors' code does it (the defaults): the side blocks
+and the side final norms are the backbone's, structurally pruned
+(``init="pruned"``); the ladders (down-samplers, the first one included)
+and the up-sampler keep ``nn.Linear``'s default initialisation
+(``ladder_init="default"``). ``ladder_init="selection"`` is our earlier
+form: the ladders start as the selection of the kept residual dimensions and
+the up-projection as its transpose. ``init="random"`` keeps PyTorch's
+default initialisation for the side blocks too.
+
+Pruning: one set of d/r residual dimensions is kept for the whole side
+network (each weight matrix touching the residual stream votes with its
+column/row L1 norms, each matrix normalised to one vote); per block and per
+head, the d_kv/r query-key and value-output dimensions with the largest L1
+norms, and the d_ff/r feed-forward units with the largest L1 norms.
+
+Deliberate difference from the paper: the authors rank what to keep by
+Fisher information over 1024 training samples; that needs task data at
+attach time, which the plugin contract does not give, so we prune by weight
+magnitude (L1), the alternative their paper also discusses. There is no
+setting that restores Fisher pruning; ``init="random"`` drops pruning.
 """
 
 from __future__ import annotations
@@ -37,7 +51,7 @@ import copy
 from typing import Any, Literal
 
 import torch
-from pydantic import Field, NonNegativeInt, PositiveInt
+from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
@@ -49,9 +63,43 @@ class LSTSettings(MethodSettings):
     reduction_factor: PositiveInt = Field(8, description="side widths are the backbone's d_model, d_ff, d_kv divided by this")
     gate_temperature: float = Field(0.1, gt=0, description="T in μ = σ(α/T)")
     gate_alpha_init: float = Field(0.0, description="initial α (0 gives μ = 0.5)")
-    drop_layers: list[NonNegativeInt] = Field(default_factory=list, description="side block indices removed in both stacks")
-    init: Literal["pruned", "random"] = Field("pruned", description="side weights from the magnitude-pruned backbone, or random")
+    drop_layers: list[NonNegativeInt] = Field(
+        default_factory=list, description="backbone layers whose side block is removed, in both stacks "
+                                          "(authors' t5-base: [0, 4, 8]); not together with side_layers")
+    side_layers: list[NonNegativeInt] | None = Field(
+        None, description="backbone layers that keep a side block, in both stacks, as the authors' "
+                          "encoder_side_layers/decoder_side_layers (t5-base: [1,2,3,5,6,7,9,10,11]); None: all "
+                          "but drop_layers")
+    init: Literal["pruned", "random"] = Field("pruned", description="side blocks and final norms from the magnitude-pruned backbone, or random")
+    ladder_init: Literal["default", "selection"] = Field(
+        "default", description="ladders and up-sampler: nn.Linear's default init (authors) or the selection of "
+                               "the kept residual dimensions (needs init=pruned)")
     sampling_bias: bool = Field(True, description="biases on the down/up projections (authors' add_bias_sampling)")
+
+    @model_validator(mode="after")
+    def _check(self) -> "LSTSettings":
+        if self.side_layers is not None and self.drop_layers:
+            raise ValueError("lst: give side_layers (the layers kept) or drop_layers (the layers removed), not both")
+        if self.side_layers is not None and not self.side_layers:
+            raise ValueError("lst: side_layers is empty; at least one side block is needed")
+        if self.ladder_init == "selection" and self.init != "pruned":
+            raise ValueError("lst: ladder_init 'selection' selects the pruned residual dimensions; it needs init 'pruned'")
+        return self
+
+    def kept_layers(self, n: int, stack: str) -> list[int]:
+        """The backbone layers (of an n-layer stack) that get a side block."""
+        field_name, given = ("side_layers", self.side_layers) if self.side_layers is not None else ("drop_layers", self.drop_layers)
+        bad = [i for i in given if i >= n]
+        if bad:
+            raise ValueError(f"lst: {field_name} {bad} out of range for the {n}-layer backbone {stack}")
+        kept = sorted(set(given)) if self.side_layers is not None else [i for i in range(n) if i not in set(given)]
+        if not kept:
+            raise ValueError(f"lst: drop_layers removes every side block of the {stack}")
+        return kept
+
+
+# The authors' t5-base setting (their scripts' encoder_side_layers = decoder_side_layers): 9 side blocks per stack.
+AUTHORS_T5_BASE_SIDE_LAYERS = [1, 2, 3, 5, 6, 7, 9, 10, 11]
 
 
 def side_config(config, r: int, attn_implementation: str | None):
@@ -238,8 +286,12 @@ def _select_init(linear: nn.Linear, keep_res: torch.Tensor, transpose: bool = Fa
         linear.bias.zero_()
 
 
-def init_from_pruned_backbone(model: LSTModel, backbone: nn.Module, cfg) -> list[int]:
-    """Copy the magnitude-pruned backbone into the side network; the kept residual dimensions."""
+def init_from_pruned_backbone(model: LSTModel, backbone: nn.Module, cfg, selection: bool = False) -> list[int]:
+    """Copy the magnitude-pruned backbone into the side blocks and final norms; the kept residual dimensions.
+
+    ``selection``: also start the ladders as the selection of the kept dimensions and the up-sampler as its
+    transpose (``ladder_init="selection"``); otherwise they keep nn.Linear's default init, as the authors'.
+    """
     keep_res = _top(residual_importance(backbone), cfg.d_model).cpu()
     heads = cfg.num_heads
     for side, stack in ((model.side_encoder, backbone.encoder), (model.side_decoder, backbone.decoder)):
@@ -249,9 +301,11 @@ def init_from_pruned_backbone(model: LSTModel, backbone: nn.Module, cfg) -> list
         with torch.no_grad():
             first.relative_attention_bias.weight.copy_(stack.block[0].layer[0].SelfAttention.relative_attention_bias.weight)
             side.final_norm.weight.copy_(stack.final_layer_norm.weight[keep_res])
-        for lin in [side.first_down, *side.downs]:
-            _select_init(lin, keep_res)
-    _select_init(model.up, keep_res, transpose=True)
+        if selection:
+            for lin in [side.first_down, *side.downs]:
+                _select_init(lin, keep_res)
+    if selection:
+        _select_init(model.up, keep_res, transpose=True)
     return keep_res.tolist()
 
 
@@ -266,21 +320,15 @@ class LadderSideTuning(Method):
         s = self.settings
         freeze(model)
         cfg = side_config(model.config, s.reduction_factor, model.config._attn_implementation)
-        kept = {}
-        for name, stack in (("encoder", model.encoder), ("decoder", model.decoder)):
-            n = len(stack.block)
-            bad = [i for i in s.drop_layers if i >= n]
-            if bad:
-                raise ValueError(f"lst: drop_layers {bad} out of range for the {n}-layer backbone {name}")
-            kept[name] = [i for i in range(n) if i not in set(s.drop_layers)]
-            if not kept[name]:
-                raise ValueError(f"lst: drop_layers removes every side block of the {name}")
+        kept = {name: s.kept_layers(len(stack.block), name)
+                for name, stack in (("encoder", model.encoder), ("decoder", model.decoder))}
         d = model.config.d_model
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(ctx.seed)
             wrapper = LSTModel(model, SideStack(cfg, d, kept["encoder"], False, s),
                                SideStack(cfg, d, kept["decoder"], True, s), cfg.d_model, s.sampling_bias)
-        wrapper.kept_residual_dims = init_from_pruned_backbone(wrapper, model, cfg) if s.init == "pruned" else None
+        wrapper.kept_residual_dims = (init_from_pruned_backbone(wrapper, model, cfg, s.ladder_init == "selection")
+                                      if s.init == "pruned" else None)
         p = next(model.parameters())
         for module in (wrapper.side_encoder, wrapper.side_decoder, wrapper.up):
             module.to(device=p.device, dtype=p.dtype)
@@ -288,6 +336,8 @@ class LadderSideTuning(Method):
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         s = self.settings
-        return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers), "init": s.init,
+        return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers),
+                "side_layers": None if s.side_layers is None else list(s.side_layers), "init": s.init,
+                "ladder_init": s.ladder_init,
                 "pruning": "L1 magnitude (authors: Fisher)" if s.init == "pruned" else None,
                 "side_encoder_layers": list(model.side_encoder.kept), "side_decoder_layers": list(model.side_decoder.kept)}

@@ -11,7 +11,10 @@ the simplifications of Appendix B.1):
   Hugging Face's ``hidden_states`` tuple, whose last entry has already been
   through the stack's final layer norm.
 - σ_D,j: decoder block j's cross-attention probabilities, averaged over heads
-  (one reading of the paper, which assumes a single head), shape (tgt, src).
+  (one reading of the paper, which assumes a single head), shape (tgt, src):
+  the plain softmax of Algorithm 1, taken *before* the backbone's attention
+  dropout (in training mode the probabilities T5 returns are after it), so
+  every row sums to 1. The backbone's own forward keeps its dropout.
 - Encoder: h_E,0 = 0; h_E,i = N_E(ϕ_E,i, h_E,i−1). The recurrence runs over
   the *layer index*; each source token is an independent sequence.
 - Decoder: ψ_j = Σ_β σ_D,j[·,β] · Ψ h_E,N_E[β]; x_j = ϕ_D,j + ψ_j;
@@ -42,6 +45,14 @@ probabilities need the decoder's *eager* attention (SDPA does not return
 them); ``apply`` switches the backbone's decoder to it, which changes nothing
 but float rounding. Inference is the same backbone pass followed by the RNNs
 (nothing to merge).
+
+Deliberate differences from the paper, and the setting that restores its form:
+
+- RMS-normalised RNN inputs (``normalize_inputs=True``, above); the paper
+  feeds the states as they are: ``normalize_inputs=False``.
+- σ averaged over heads (the paper writes a single head); no setting.
+- σ is tapped before the backbone's attention dropout, as Algorithm 1's plain
+  softmax; this is the paper's form, not a difference.
 """
 
 from __future__ import annotations
@@ -52,6 +63,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, PositiveInt
 from torch import nn
+from torch.overrides import TorchFunctionMode
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
@@ -111,13 +123,48 @@ def _rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
+class _SoftmaxTap(TorchFunctionMode):
+    """Active during one cross-attention call: keeps the softmax's output, σ before attention dropout.
+
+    The probabilities an eager T5 attention returns have been through its attention dropout in training
+    mode (rows then sum to anything around 1); Algorithm 1 uses the plain softmax. Tapping the softmax
+    itself gives σ without computing anything twice and leaves the backbone's own forward untouched.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.probs: torch.Tensor | None = None
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        if func in (nn.functional.softmax, torch.softmax, torch.Tensor.softmax):
+            self.probs = out
+        return out
+
+
+def _tap_cross_attention(module: nn.Module, cross: list) -> list:
+    """Hooks on one EncDecAttention that append its pre-dropout probabilities (or None) to ``cross``."""
+    tap = _SoftmaxTap()
+
+    def start(_m, _i):
+        tap.probs = None
+        tap.__enter__()
+
+    def stop(_m, _i, _out):
+        tap.__exit__(None, None, None)
+        cross.append(tap.probs)
+
+    return [module.register_forward_pre_hook(start), module.register_forward_hook(stop, always_call=True)]
+
+
 @contextmanager
 def _capture(backbone: nn.Module):
-    """Record every block's output and each decoder block's cross-attention probabilities."""
+    """Record every block's output and each decoder block's cross-attention probabilities (before dropout)."""
     enc, dec, cross = [], [], []
     hooks = [b.register_forward_hook(lambda _m, _i, out: enc.append(out[0])) for b in backbone.encoder.block]
     hooks += [b.register_forward_hook(lambda _m, _i, out: dec.append(out[0])) for b in backbone.decoder.block]
-    hooks += [b.layer[1].register_forward_hook(lambda _m, _i, out: cross.append(out[-1])) for b in backbone.decoder.block]
+    for b in backbone.decoder.block:
+        hooks += _tap_cross_attention(b.layer[1].EncDecAttention, cross)
     try:
         yield enc, dec, cross
     finally:

@@ -21,6 +21,7 @@ from energybench.models.backbones import load_backbone
 
 D_IN = D_OUT = 64  # every q and v of tiny-t5 maps 64 → 4·16
 N_MATRICES = 2 * 2 + 2 * 4
+QV = ["q", "v"]  # these AdaLoRA tests adapt q and v (LoRA's targets); the default six are tested in test_methods_fidelity.py
 
 
 
@@ -110,7 +111,7 @@ def test_check_schedule_reports_a_run_without_budgeting_phase_and_apply_refuses_
 def test_adalora_trains_A_E_B_of_q_and_v_with_hand_count_and_ranknum_frozen():
     backbone = load_backbone("tiny-t5").model
     _, backbone_total = count_parameters(backbone)
-    model = AdaLoRA().apply(backbone, ApplyContext(total_steps=100, seed=0))
+    model = AdaLoRA(AdaLoRA.Settings(target_modules=QV)).apply(backbone, ApplyContext(total_steps=100, seed=0))
     shapes = {n.split(".")[-2]: tuple(p.shape) for n, p in model.named_parameters() if p.requires_grad}
     assert shapes == {"lora_A": (12, D_IN), "lora_E": (12, 1), "lora_B": (D_OUT, 12)}
     per_matrix = 12 * D_IN + 12 * 1 + D_OUT * 12  # A (r×in), E (r×1), B (out×r), r = init_r = 12
@@ -120,7 +121,7 @@ def test_adalora_trains_A_E_B_of_q_and_v_with_hand_count_and_ranknum_frozen():
 
 
 def test_adalora_loss_is_cross_entropy_plus_weighted_orthogonality_penalty():
-    method = AdaLoRA(AdaLoRA.Settings(orth_reg_weight=0.3))
+    method = AdaLoRA(AdaLoRA.Settings(orth_reg_weight=0.3, target_modules=QV))
     model = method.apply(load_backbone("tiny-t5").model, ApplyContext(total_steps=100, seed=0))
     _train(method, model, steps=3, total_steps=100)  # E, A, B off their initial values
     model.eval()
@@ -134,7 +135,8 @@ def test_adalora_loss_is_cross_entropy_plus_weighted_orthogonality_penalty():
 
 
 def test_adalora_model_is_the_backbone_at_init_because_E_starts_at_zero():
-    model = AdaLoRA().apply(load_backbone("tiny-t5").model, ApplyContext(total_steps=100, seed=0)).eval()
+    model = AdaLoRA(AdaLoRA.Settings(target_modules=QV)).apply(load_backbone("tiny-t5").model,
+                                                               ApplyContext(total_steps=100, seed=0)).eval()
     with torch.no_grad():
         logits = model(**_inputs()).logits
     torch.testing.assert_close(logits, _backbone_logits(), rtol=0, atol=0)
@@ -157,7 +159,7 @@ def _paper_budget(t: int) -> int:
 def adalora_run():
     """A 40-step run on the copy task: 5 warm-up steps, budgeting to step 30, 10 steps at the final allocation."""
     torch.set_num_threads(1)
-    method = AdaLoRA(AdaLoRA.Settings(init_r=INIT_R, target_r=TARGET_R, tinit=TINIT, tfinal=TFINAL))
+    method = AdaLoRA(AdaLoRA.Settings(init_r=INIT_R, target_r=TARGET_R, tinit=TINIT, tfinal=TFINAL, target_modules=QV))
     model = method.apply(load_backbone("tiny-t5").model, ApplyContext(total_steps=T, seed=0))
     calls, live = [], {}
     allocate = model.base_model.update_and_allocate

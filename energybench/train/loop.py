@@ -3,8 +3,9 @@
 forward → loss (+ the method's regularizer) → backward → clip → step →
 the method's ``on_step_end`` (before gradients are cleared: AdaLoRA reads
 them) → zero_grad; evaluate on validation every N steps or each epoch, keep
-the best weights in memory, stop early after ``patience`` evaluations without
-improvement. Measurement windows wrap calls to :func:`fit`; none hide here.
+the best weights in memory (only states the method's ``checkpoint_allowed``
+accepts: a pruned budget must be final), stop early after ``patience``
+evaluations without improvement. Measurement windows wrap calls to :func:`fit`; none hide here.
 """
 
 from __future__ import annotations
@@ -74,6 +75,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     has_reg, has_step_hook = method.overrides("regularizer"), method.overrides("on_step_end")
+    has_checkpoint_rule = method.overrides("checkpoint_allowed")
     validation = data.validation if validation is None else validation
     rng = random.Random(seed)
     res = FitResult()
@@ -87,12 +89,17 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
                             cfg.max_target_length, cfg.eval_batch_size, device)
         loss = sum(running) / len(running) if running else float("nan")
         res.history.append({"step": res.steps, "train_loss": loss, "val_score": score})
-        improved = res.best_val_score is None or score > res.best_val_score
-        log(f"  step {res.steps}/{total_steps}  loss {loss:.4f}  val {score:.2f}{'  *' if improved else ''}")
+        # A method whose budget is not final yet (AdaLoRA, dydora) refuses the checkpoint: not "best", no patience.
+        allowed = not has_checkpoint_rule or method.checkpoint_allowed(model, res.steps, total_steps)
+        improved = allowed and (res.best_val_score is None or score > res.best_val_score)
+        log(f"  step {res.steps}/{total_steps}  loss {loss:.4f}  val {score:.2f}{'  *' if improved else ''}"
+            f"{'' if allowed else '  (budget not final)'}")
         running.clear()
         if improved:
             res.best_val_score, res.best_step, bad_evals = score, res.steps, 0
             best_state = _snapshot(model)
+            return False
+        if not allowed:
             return False
         bad_evals += 1
         return cfg.patience is not None and bad_evals >= cfg.patience
