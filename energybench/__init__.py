@@ -5,3 +5,15 @@ from energybench import _moved
 __version__ = "0.1.0"
 
 _moved.install()
+
+
+def __getattr__(name: str):
+    """``energybench.Tracker`` loads torch and the trackers only when first used, so ``import energybench`` stays light."""
+    if name == "Tracker":
+        from energybench.tracking import Tracker
+
+        return Tracker
+    raise AttributeError(f"module 'energybench' has no attribute {name!r}")
+
+
+__all__ = ["Tracker", "__version__"]
