@@ -46,6 +46,13 @@ def _precision(args) -> str:
     return "fp32" + ("+tf32" if getattr(args, "tf32", None) else "")
 
 
+def _checkpointing(args) -> bool:
+    """Activation (gradient) checkpointing; transformers 5 renamed the argument and warns on the old name."""
+    if "activation_checkpointing" in getattr(args, "__dataclass_fields__", {}):
+        return bool(args.activation_checkpointing)
+    return bool(getattr(args, "gradient_checkpointing", False))
+
+
 class EnergybenchCallback(TrainerCallback):
     """Measure a Trainer's train / evaluate / predict and append one row to ``output_dir/results.jsonl``.
 
@@ -86,7 +93,7 @@ class EnergybenchCallback(TrainerCallback):
             self.tracker.extra_config["trainer"] = {
                 "precision": _precision(args), "per_device_train_batch_size": args.per_device_train_batch_size,
                 "gradient_accumulation_steps": args.gradient_accumulation_steps, "world_size": args.world_size,
-                "gradient_checkpointing": bool(args.gradient_checkpointing), "learning_rate": args.learning_rate,
+                "gradient_checkpointing": _checkpointing(args), "learning_rate": args.learning_rate,
                 "max_steps": args.max_steps, "num_train_epochs": args.num_train_epochs, "seed": args.seed}
             self.tracker.seed = args.seed
         self.tracker.__exit__(None, None, None)
