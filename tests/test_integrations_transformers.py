@@ -81,6 +81,7 @@ def test_both_examples_run_offline_and_their_rows_render(tmp_path):
         assert f"row written to {out / 'results.jsonl'}" in proc.stdout
         (row,) = read_rows(out)
         assert row["status"] == "ok"
+        assert row["accounting"]["mem_model_bytes"] > row["accounting"]["mem_params_bytes"] > 0  # batch / loss_fn given
         rep = _run("-m", "energybench.cli", "report", str(out), "--format", "md", cwd=tmp_path)
         assert rep.returncode == 0, rep.stderr[-2000:]
         assert row["method"] in (out / "report.md").read_text()

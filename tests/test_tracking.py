@@ -95,3 +95,16 @@ def test_import_energybench_stays_light():
     code = "import sys, energybench; print('torch' in sys.modules, energybench.Tracker.__module__)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "energybench.tracking"]
+
+
+def test_each_rank_writes_its_own_row(tmp_path, monkeypatch):
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        monkeypatch.setenv("LOCAL_RANK", rank)
+        with energybench.Tracker(output_dir=tmp_path, label="ddp", measure=CHEAP) as s:
+            with s.window("train"):
+                pass
+    rows = read_rows(tmp_path)
+    assert [r["config"]["rank"] for r in rows] == [0, 1]
+    assert len({r["run_id"] for r in rows}) == 2
+    assert [r["environment"]["local_rank"] for r in rows] == ["0", "1"]
