@@ -41,6 +41,7 @@ def test_a_tracker_around_a_toy_loop_writes_a_row_the_report_renders(tmp_path):
     assert row["windows"]["train"]["gpu_energy_kwh"] is None and row["windows"]["train"]["reasons"]["gpu_energy_kwh"]
     assert cli_main(["report", str(tmp_path), "--format", "md"]) == 0
     assert "toy-linear" in (tmp_path / "report.md").read_text()
+    assert cli_main(["compare", str(tmp_path), str(tmp_path), "--format", "json", "-o", str(tmp_path / "c.json")]) == 0
 
 
 def test_an_exception_in_a_window_records_a_failed_row_and_is_reraised(tmp_path):
@@ -108,3 +109,13 @@ def test_each_rank_writes_its_own_row(tmp_path, monkeypatch):
     assert [r["config"]["rank"] for r in rows] == [0, 1]
     assert len({r["run_id"] for r in rows}) == 2
     assert [r["environment"]["local_rank"] for r in rows] == ["0", "1"]
+
+
+def test_an_exception_outside_any_window_still_writes_a_failed_row(tmp_path):
+    with pytest.raises(RuntimeError, match="setup"):
+        with energybench.Tracker(output_dir=tmp_path, label="early", measure=CHEAP) as s:
+            s.begin_window("train")  # left open by the failure below
+            raise RuntimeError("setup broke")
+    (row,) = read_rows(tmp_path)
+    assert row["status"] == "failed" and row["error"] == "RuntimeError: setup broke"
+    assert "train" in row["windows"]  # the open window was closed and kept
