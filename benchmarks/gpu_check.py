@@ -119,6 +119,9 @@ def run_part(name: str, work: Path, opts: dict, limit: float) -> dict:
         os.killpg(proc.pid, signal.SIGKILL)
         log, _ = proc.communicate()
         cut = True
+    except BaseException:  # Ctrl-C: the part runs in its own session, so stop it too
+        os.killpg(proc.pid, signal.SIGKILL)
+        raise
     sec = json.loads(section_file.read_text()) if section_file.exists() else {"figures": {}, "reasons": {}}
     sec.update(limit_s=limit, wall_s=round(time.perf_counter() - t0, 2))
     if cut:
