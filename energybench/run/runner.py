@@ -251,7 +251,7 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
             annotate = None
             if suite.target is not None:
                 def annotate(row: dict, rows: dict[str, dict]) -> dict:
-                    return T.annotate(row, suite.target, rows.values(), reference)
+                    return T.annotate(row, suite.target, [*rows.values(), row], reference)  # the reference is its own
             for phase in T.phases(suite.target, runs):
                 grid.dispatch(phase, annotate)
         finally:
