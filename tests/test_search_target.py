@@ -192,3 +192,50 @@ def test_bad_blocks_name_the_field_and_line(tmp_path, block, message):
     with pytest.raises(SuiteError) as exc:
         parse_suite(text, "s.yaml")
     assert message in str(exc.value) and "s.yaml:7" in str(exc.value)
+
+
+def test_report_has_cost_to_target_search_table_and_learning_curves(tmp_path):
+    import pandas as pd
+
+    from energybench.report.build import write_report
+    from energybench.report.curves import learning_curves
+
+    suite = _suite(tmp_path, extra="search: {trials: 2, low: 1.0e-5, high: 1.0e-1}\n"
+                                   "target: {relative_to: full_ft, fraction: 0.97}")
+    run_suite(suite, executor=ScriptedExecutor(), echo=lambda m: None)
+    out = tmp_path / "out"
+    write_report([out], out, formats=("md", "csv", "png"))
+    md = (out / "report.md").read_text()
+    assert "### Cost to target" in md and "### Learning-rate search" in md
+    assert (out / "learning_curves_tiny-t5.png").exists()
+    quality = pd.read_csv(out / "report.csv")
+    assert dict(zip(quality["method"], quality["runs"])) == {"full_ft": 2, "lora": 2}, "trials left out"
+
+    rows = read_rows(out / "results.jsonl")
+    finals = [r for r in rows if r["role"] == "final"]
+    tt = pd.read_csv(out / "cost_to_target.csv").set_index("method")
+    for method in ("full_ft", "lora"):
+        steps = []
+        for r in (r for r in finals if r["method"] == method):
+            ref = next(x for x in finals if x["method"] == "full_ft" and x["seed"] == r["seed"])
+            lr = r["config"]["training"]["learning_rate"]
+            hit = next((p for p in fake_curve(lr, r["seed"], method) if p["val_score"] >= 0.97 * ref["val_score"]),
+                       None)
+            if hit is not None:
+                steps.append(hit["step"])
+        assert tt.loc[method, "seeds_reached"] == len(steps)
+        if steps:
+            assert tt.loc[method, "step_mean"] == pytest.approx(sum(steps) / len(steps))
+    search = pd.read_csv(out / "learning_rate_search.csv")
+    trials = [r for r in rows if r["role"] == "trial"]
+    for _, rec in search.iterrows():
+        mine = [r for r in trials if r["method"] == rec["method"]]
+        best = max(mine, key=lambda r: r["val_score"])
+        assert rec["trials"] == 2 and rec["best_learning_rate"] == pytest.approx(best["trial"]["params"]["learning_rate"])
+    assert "cumulative training energy" in learning_curves(rows, "tiny-t5").xlabel
+
+    for r in rows:  # no energy at some validation: the axis falls back to wall time, and says so
+        for p in r.get("curve") or []:
+            p["energy_kwh"], p["reasons"] = None, {"energy_kwh": "host energy disabled"}
+    plot = learning_curves(rows, "tiny-t5")
+    assert "wall time" in plot.xlabel and "host energy disabled" in plot.caption
