@@ -239,3 +239,21 @@ def test_report_has_cost_to_target_search_table_and_learning_curves(tmp_path):
             p["energy_kwh"], p["reasons"] = None, {"energy_kwh": "host energy disabled"}
     plot = learning_curves(rows, "tiny-t5")
     assert "wall time" in plot.xlabel and "host energy disabled" in plot.caption
+
+
+def test_a_target_added_later_rescores_finished_runs_without_training_again(tmp_path):
+    plain = _suite(tmp_path, extra="", methods="[{name: lora}]", seeds="[0]")
+    run_suite(plain, executor=ScriptedExecutor(), echo=lambda m: None)
+    (before,) = read_rows(tmp_path / "out" / "results.jsonl")
+    assert before["to_target"] is None and before["target"] is None
+    with_target = _suite(tmp_path, name="t.yaml", extra="target: {synth-sst2: 80.0}", methods="[{name: lora}]",
+                         seeds="[0]")
+    ex, notes = ScriptedExecutor(), []
+    run_suite(with_target, executor=ex, echo=notes.append)
+    assert ex.executed == [] and any("re-scored" in n for n in notes)
+    rows = read_rows(tmp_path / "out" / "results.jsonl")
+    assert len(rows) == 2 and rows[1]["run_id"] == before["run_id"]
+    first = next(p for p in before["curve"] if p["val_score"] >= 80.0)
+    assert rows[1]["to_target"]["step"] == first["step"]
+    run_suite(with_target, executor=ex, echo=lambda m: None)
+    assert len(read_rows(tmp_path / "out" / "results.jsonl")) == 2, "an unchanged target appends nothing"

@@ -22,6 +22,7 @@ their rows to it, so lines cannot interleave.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import threading
@@ -164,6 +165,8 @@ class _Grid:
         whose run failed is a finished trial). ``annotate(row, rows)`` may complete a row before it is appended.
         """
         rows = self.rows()
+        if annotate is not None:
+            self._rescore(specs, rows, annotate)
         pending = [s for s in specs if not (s.run_id in rows and (rows[s.run_id].get("status") == "ok"
                                                                   or s.role == "trial"))]
         finals = [s for s in specs if s.role == "final"]
@@ -181,6 +184,23 @@ class _Grid:
                 self._count(spec, row)
                 self.bar.update(1)
         return {s.run_id: rows[s.run_id] for s in specs if s.run_id in rows}
+
+    def _rescore(self, specs: list[RunSpec], rows: dict[str, dict], annotate) -> None:
+        """Hold finished final runs to the suite's current target: a target added or changed since they ran
+        appends a corrected copy of their row (the latest row of a run wins), without training again."""
+        fields = ("target", "to_target", "to_target_reason")
+        n = 0
+        for s in specs:
+            old = rows.get(s.run_id)
+            if s.role != "final" or old is None or old.get("status") != "ok":
+                continue
+            new = annotate(json.loads(json.dumps(old)), rows)
+            if any(new.get(f) != old.get(f) for f in fields):
+                append_result(self.results, new)
+                rows[s.run_id] = new
+                n += 1
+        if n:
+            self.echo(f"{n} finished run(s) re-scored against the suite's current target (no training)")
 
     def _start(self, n: int) -> None:
         if self.bar is None:
