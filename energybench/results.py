@@ -61,6 +61,7 @@ class RunResult(BaseModel):
     target: dict[str, Any] | None = Field(None, description="the quality target the run was held to, and its source")
     to_target: dict[str, Any] | None = Field(None, description="the first curve point at or above the target")
     to_target_reason: str | None = Field(None, description="why to_target is null")
+    pruned_at_step: int | None = Field(None, description="a search trial stopped by the pruner at this step")
 
 
 def _cut_torn_tail(path: Path) -> None:

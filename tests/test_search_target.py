@@ -257,3 +257,70 @@ def test_a_target_added_later_rescores_finished_runs_without_training_again(tmp_
     assert rows[1]["to_target"]["step"] == first["step"]
     run_suite(with_target, executor=ex, echo=lambda m: None)
     assert len(read_rows(tmp_path / "out" / "results.jsonl")) == 2, "an unchanged target appends nothing"
+
+
+class PruningExecutor(ScriptedExecutor):
+    """Feeds each trial's scripted curve through the trial's own pruner, as the training loop does."""
+
+    def run(self, specs, events):
+        from energybench.run.prune import MedianPruning
+
+        for spec, row in super().run(specs, events):
+            payload = (spec.trial or {}).get("prune")
+            if payload:
+                pruner, kept = MedianPruning(payload), []
+                for p in row.curve:
+                    kept.append(p)
+                    if pruner(p["step"], p["examples"], p["val_score"]):
+                        break
+                row.curve, row.val_score = kept, max(p["val_score"] for p in kept)
+                row.pruned_at_step = pruner.pruned_at
+            yield spec, row
+
+
+def test_median_pruner_stops_trials_below_the_median_of_finished_ones(tmp_path):
+    suite = _suite(tmp_path, methods="[{name: lora}]", seeds="[0]",
+                   extra="search: {trials: 8, low: 1.0e-5, high: 1.0e-1, pruner: median, pruner_startup_trials: 2}")
+    run_suite(suite, executor=PruningExecutor(), echo=lambda m: None)
+    trials = sorted((r for r in read_rows(tmp_path / "out" / "results.jsonl") if r["role"] == "trial"),
+                    key=lambda r: r["trial"]["number"])
+    assert len(trials) == 8
+    complete: list[list[dict]] = []
+    for r in trials:  # an independent MedianPruner (maximize): best so far below the finished trials' median
+        curve = fake_curve(r["trial"]["params"]["learning_rate"], 0, "lora")
+        expected = None
+        if len(complete) >= 2:
+            for i, p in enumerate(curve):
+                others = sorted(c[i]["val_score"] for c in complete)
+                mid = len(others) // 2
+                median = others[mid] if len(others) % 2 else (others[mid - 1] + others[mid]) / 2
+                if max(q["val_score"] for q in curve[: i + 1]) < median:
+                    expected = p["step"]
+                    break
+        assert r["pruned_at_step"] == expected, r["trial"]["number"]
+        if expected is None:
+            complete.append(curve)
+    assert any(r["pruned_at_step"] is not None for r in trials), "the script should prune some trial"
+    doc = json.loads((tmp_path / "out" / "search.json").read_text())
+    states = [t["state"] for t in doc[0]["trials"]]
+    assert states.count("PRUNED") == sum(r["pruned_at_step"] is not None for r in trials)
+    best = max((r for r in trials if r["pruned_at_step"] is None), key=lambda r: r["val_score"])
+    assert doc[0]["chosen_learning_rate"] == best["trial"]["params"]["learning_rate"]
+
+
+def test_a_pruned_trial_stops_training_at_that_validation(tmp_path):
+    """Real training in-process: the pruner's verdict stops fit() like early stopping."""
+    from energybench.run.execute import execute
+    from energybench.run.plan import expand
+
+    text = suite_text(tmp_path / "out", methods="[{name: bitfit}]", seeds="[0]", extra="") + (
+        "training: {batch_size: 8, max_steps: 6, eval_every_steps: 2, max_source_length: 32, max_eval_examples: 8,"
+        " eval_batch_size: 16}\nmeasure: {latency_warmup: 1, latency_repeats: 2, host_energy: false}\n")
+    (spec,) = expand(parse_suite(text))
+    payload = {"pruner": "median", "startup_trials": 0, "warmup_steps": 0,
+               "curves": [{"2": 101.0, "4": 101.0, "6": 101.0}]}  # no score reaches 101: pruned at once
+    spec = spec.model_copy(update={"role": "trial", "trial": {"study": "s", "number": 1, "prune": payload}})
+    row = execute(spec, log=lambda m: None)
+    assert row.status == "ok", row.error
+    assert (row.steps, row.pruned_at_step, row.stopped_early) == (2, 2, True)
+    assert [p["step"] for p in row.curve] == [2]

@@ -134,7 +134,8 @@ def search_frame(rows: list[dict]) -> pd.DataFrame:
             lr = ((r.get("config") or {}).get("training") or {}).get("learning_rate")
         gpus = train.get("gpu_count")
         wall = train.get("wall_s")
-        out.append({"backbone": r.get("backbone"), "task": r.get("task"), "method": r.get("method"),
+        out.append({"pruned": r.get("pruned_at_step") is not None,
+                    "backbone": r.get("backbone"), "task": r.get("task"), "method": r.get("method"),
                     "method_name": r.get("method_name"), "status": r.get("status"), "lr": lr,
                     "val_score": r.get("val_score") if r.get("status") == "ok" else None,
                     "energy_kwh": train.get("energy_kwh"), "wall_s": wall,
@@ -170,19 +171,20 @@ def search_table(sf: pd.DataFrame, baseline: str | None) -> Table:
     cost = {(m, t): {k: _sum_cell(g[k], g[f"reason:{k}"]) for k in ("energy_kwh", "wall_s", "gpu_hours")}
             for m, t, g in groups}
     unit, scale = unit_for("energy", [c["energy_kwh"].mean for c in cost.values() if c["energy_kwh"].mean])
-    header = ["Method", "Task", "Trials (failed)", "Best learning rate", "Best val score",
+    header = ["Method", "Task", "Trials (failed, pruned)", "Best learning rate", "Best val score",
               f"Search energy ({unit})", "Search time (s)", "GPU-hours"]
     rows, export = [], []
     for m, t, g in groups:
-        ok = g[g["status"] == "ok"].dropna(subset=["val_score"])
+        ok = g[(g["status"] == "ok") & ~g["pruned"]].dropna(subset=["val_score"])  # as the search chose
         best = ok.sort_values("val_score", ascending=False, kind="stable").head(1) if t != "all tasks" else ok.iloc[0:0]
         lr_txt = f"{float(best['lr'].iloc[0]):.3g}" if len(best) else ("—" if t != "all tasks" else "")
         val_txt = f"{float(best['val_score'].iloc[0]):.2f}" if len(best) else ("—" if t != "all tasks" else "")
         failed = int((g["status"] != "ok").sum())
         c = cost[(m, t)]
-        rows.append([m, t, f"{len(g)} ({failed})", lr_txt, val_txt, (c["energy_kwh"], "energy", scale, False),
+        pruned = int(g["pruned"].sum())
+        rows.append([m, t, f"{len(g)} ({failed}, {pruned})", lr_txt, val_txt, (c["energy_kwh"], "energy", scale, False),
                      (c["wall_s"], "s", 1.0, False), (c["gpu_hours"], "s", 1.0, False)])
-        export.append({"method": m, "task": t, "trials": len(g), "failed": failed,
+        export.append({"method": m, "task": t, "trials": len(g), "failed": failed, "pruned": pruned,
                        "best_learning_rate": float(best["lr"].iloc[0]) if len(best) else None,
                        "best_val_score": float(best["val_score"].iloc[0]) if len(best) else None,
                        **{f"search_{k}": v.mean for k, v in c.items()}})

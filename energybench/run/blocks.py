@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, PositiveInt, model_validator
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 MAX_TRIALS = 32
@@ -32,6 +32,9 @@ class SearchSettings(BaseModel):
     startup_trials: PositiveInt = Field(10, description="TPE's random start-up trials (Optuna's default: 10)")
     seed: int = 0
     objective: Literal["val_score"] = "val_score"
+    pruner: Literal["none", "median"] = Field("none", description="median: Optuna's MedianPruner on validation scores")
+    pruner_startup_trials: NonNegativeInt = Field(5, description="trials finished before pruning starts (Optuna: 5)")
+    pruner_warmup_steps: NonNegativeInt = Field(0, description="steps before a trial can be pruned (Optuna: 0)")
 
     @model_validator(mode="after")
     def _range(self):

@@ -39,6 +39,7 @@ from energybench.registry import load_method
 from energybench.results import RunResult
 from energybench.run.curve import CurveRecorder
 from energybench.run.plan import RunSpec
+from energybench.run.prune import PRUNE_KEY, MedianPruning, chain
 from energybench.tasks import load_task
 from energybench.tasks.formatting import target_text
 from energybench.train.batches import (
@@ -136,8 +137,9 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     with Meter(build_trackers(measure, devices=[device])) as meter:
         meter.begin_window("train")
         curve = CurveRecorder(meter, "train")
+        pruning = _pruning(spec)
         result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log,
-                     on_validation=curve)
+                     on_validation=curve if pruning is None else chain(curve, pruning))
         windows["train"] = meter.end_window("train")
         windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
 
@@ -165,7 +167,13 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
                 planned_steps=total_steps, epochs=result.epochs, stopped_early=result.stopped_early,
                 trainable_params=trainable, total_params=total, windows=windows, accounting=accounting.as_dict(),
                 method_info={**method_info, "history": result.history}, environment=environment(device),
-                curve=curve.points)
+                curve=curve.points, **({} if pruning is None else {"pruned_at_step": pruning.pruned_at}))
+
+
+def _pruning(spec: RunSpec):
+    """A search trial's pruner (run/prune.py), when its search asks for one."""
+    payload = (spec.trial or {}).get(PRUNE_KEY)
+    return MedianPruning(payload) if payload and payload.get("pruner") == "median" else None
 
 
 def _loss_fn(method, batch: dict):

@@ -17,7 +17,10 @@ interrupted proposes the same values as one that was not.
 Studies advance in rounds, one trial of every unfinished study per round,
 so runs of different studies can execute side by side (``--jobs``, Ray).
 A trial whose run fails (e.g. the loss diverged at a high learning rate)
-counts as a finished trial with state FAIL. The best trial's learning rate
+counts as a finished trial with state FAIL. With ``pruner: median`` each
+trial carries the finished trials' validation curves and Optuna's
+MedianPruner stops it early inside its own process (:mod:`.prune`); it is
+told PRUNED. Every trial's validation scores are reported to the study. The best trial's learning rate
 then trains the suite's seeds (:func:`energybench.run.plan.expand`).
 """
 
@@ -30,6 +33,7 @@ from typing import Callable
 
 from energybench.run.blocks import SearchSettings
 from energybench.run.plan import RunSpec, expand
+from energybench.run.prune import PRUNE_KEY, pruning_payload
 from energybench.suite import Suite, stable_hash
 
 JOURNAL_FILE = "search.journal"
@@ -72,7 +76,8 @@ def finished(study) -> list:
     from optuna.trial import TrialState
 
     return [t for t in study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE or (t.state == TrialState.FAIL and "run_failed" in t.user_attrs)]
+            if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
+            or (t.state == TrialState.FAIL and "run_failed" in t.user_attrs)]
 
 
 def recover(study) -> int:
@@ -122,6 +127,9 @@ def run_searches(suite: Suite, out: Path, dispatch: Dispatch, echo: Callable[[st
             trial = study.ask()
             lr = trial.suggest_float(settings.parameter, settings.low, settings.high, log=settings.log)
             spec = trial_spec(bases[key], study.study_name, trial.number, lr)
+            if settings.pruner != "none":
+                complete = [t for t in finished(study) if t.state == TrialState.COMPLETE]  # as MedianPruner counts
+                spec.trial[PRUNE_KEY] = pruning_payload(settings, complete)
             trial.set_user_attr("run_id", spec.run_id)
             batch.append((study, trial, spec))
         if not batch:
@@ -130,7 +138,14 @@ def run_searches(suite: Suite, out: Path, dispatch: Dispatch, echo: Callable[[st
         for study, trial, spec in batch:
             row = rows.get(spec.run_id)
             score = row.get("val_score") if row else None
-            if row is not None and row.get("status") == "ok" and score is not None:
+            reported: set[int] = set()
+            for point in (row or {}).get("curve") or []:  # the validation scores, for the pruner and the record
+                if point.get("val_score") is not None and int(point["step"]) not in reported:
+                    trial.report(float(point["val_score"]), int(point["step"]))
+                    reported.add(int(point["step"]))
+            if row is not None and row.get("status") == "ok" and row.get("pruned_at_step") is not None:
+                study.tell(trial, state=TrialState.PRUNED)
+            elif row is not None and row.get("status") == "ok" and score is not None:
                 study.tell(trial, float(score))
             else:
                 why = (row or {}).get("error") or "the run recorded no validation score"
@@ -144,7 +159,7 @@ def run_searches(suite: Suite, out: Path, dispatch: Dispatch, echo: Callable[[st
 def _choose(suite: Suite, studies: dict, echo: Callable[[str], None]) -> dict[Key, float]:
     chosen = {}
     for key, study in studies.items():
-        complete = [t for t in finished(study) if t.value is not None]
+        complete = [t for t in finished(study) if t.state.name == "COMPLETE"]  # not pruned, not failed
         if not complete:
             echo(f"search {' · '.join(key)}: no trial finished; final runs keep the configured learning rate")
             continue

@@ -6,7 +6,8 @@ them) → zero_grad; evaluate on validation every N steps or each epoch, keep
 the best weights in memory, stop early after ``patience`` evaluations without
 improvement. Measurement windows wrap calls to :func:`fit`; none hide here.
 ``on_validation(step, examples, score)``, when given, is called after every
-validation (the caller records cumulative cost there: cost to target).
+validation (the caller records cumulative cost there: cost to target); a
+true return value stops training like early stopping (a search's pruner).
 """
 
 from __future__ import annotations
@@ -94,14 +95,13 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         improved = res.best_val_score is None or score > res.best_val_score
         log(f"  step {res.steps}/{total_steps}  loss {loss:.4f}  val {score:.2f}{'  *' if improved else ''}")
         running.clear()
-        if on_validation is not None:
-            on_validation(res.steps, res.examples, score)
+        halt = bool(on_validation(res.steps, res.examples, score)) if on_validation is not None else False
         if improved:
             res.best_val_score, res.best_step, bad_evals = score, res.steps, 0
             best_state = _snapshot(model)
-            return False
+            return halt
         bad_evals += 1
-        return cfg.patience is not None and bad_evals >= cfg.patience
+        return halt or (cfg.patience is not None and bad_evals >= cfg.patience)
 
     model.train()
     stop = False
