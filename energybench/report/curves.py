@@ -15,7 +15,7 @@ import math
 import pandas as pd
 
 from energybench.report.plots import Plot, _png, plt, slug
-from energybench.report.tables import per_seed, unit_for
+from energybench.report.tables import PROVENANCE, per_seed, unit_for
 
 AXES = (("energy_kwh", "cumulative training energy, GPU+CPU+RAM", "energy"),
         ("wall_s", "cumulative training wall time — energy not recorded at every validation", "s"))
@@ -90,6 +90,9 @@ def quality_vs_cost_to_target(tt: pd.DataFrame, ok: pd.DataFrame, backbone: str)
     else:
         return Plot(name, title, why="no method reached the target on every task for some seed")
     unit, scale = unit_for(kind, [sum(cost[m]) / len(cost[m]) for m in have])
+    prov = PROVENANCE + key
+    if prov in tt.columns and (tt[prov] == "estimated").any():
+        label += " — an estimate"
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     for m in have:
         x, y = sum(cost[m]) / len(cost[m]) / scale, sum(quality[m]) / len(quality[m])
