@@ -69,6 +69,11 @@ def cmd_run(args) -> int:
           f"in {summary.wall_s:.1f} s")
     for f in summary.failures:
         print(f"  failed: {f}")
+    if summary.trials:
+        print(f"learning-rate search: {summary.trials} trial run(s) this time, {len(summary.trial_failures)} failed "
+              "(failed trials count as tried; they do not fail the suite)")
+        for f in summary.trial_failures:
+            print(f"  trial failed: {f}")
     files = write_report([out], out, formats=("md", "csv", "html", "png"))
     print(f"report: {files[0]}")
     return 1 if summary.failed else 0

@@ -55,6 +55,13 @@ class RunResult(BaseModel):
     method_info: dict[str, Any] = Field(default_factory=dict)
     environment: dict[str, Any] = Field(default_factory=dict)
     warnings: list[str] = Field(default_factory=list)
+    role: Literal["final", "trial"] = Field("final", description="trial: one trial of a learning-rate search")
+    trial: dict[str, Any] | None = Field(None, description="a trial's study, number and parameters")
+    curve: list[dict[str, Any]] = Field(default_factory=list, description="validation points with cumulative cost")
+    target: dict[str, Any] | None = Field(None, description="the quality target the run was held to, and its source")
+    to_target: dict[str, Any] | None = Field(None, description="the first curve point at or above the target")
+    to_target_reason: str | None = Field(None, description="why to_target is null")
+    pruned_at_step: int | None = Field(None, description="a search trial stopped by the pruner at this step")
 
 
 def _cut_torn_tail(path: Path) -> None:

@@ -14,10 +14,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from energybench.measure.settings import MeasureSettings
 from energybench.registry import UnknownMethodError, load_method
+from energybench.run.blocks import SearchSettings, TargetSettings
 from energybench.run.executors.settings import ExecutorSettings
 from energybench.train.settings import TrainingOverrides, TrainingSettings
 
@@ -79,6 +88,16 @@ class Suite(BaseModel):
     measure: MeasureSettings = MeasureSettings()
     device: Literal["auto", "cpu", "cuda"] = "auto"
     executor: ExecutorSettings = ExecutorSettings()
+    search: SearchSettings | None = Field(None, description="learning-rate search per (backbone, task, method)")
+    target: TargetSettings | None = Field(None, description="quality targets for cost to target")
+
+    @field_validator("target")
+    @classmethod
+    def _target_names(cls, target: TargetSettings | None, info: ValidationInfo):
+        if target is not None and "tasks" in info.data and "methods" in info.data:
+            target.check_against([t.name for t in info.data["tasks"]],
+                                 [(m.display, m.name) for m in info.data["methods"]])
+        return target
 
     @model_validator(mode="after")
     def _unique_labels(self):

@@ -41,6 +41,8 @@ def comparable(row: dict) -> dict:
     out = {k: v for k, v in row.items() if k not in PLACEMENT}
     out["environment"] = {k: v for k, v in row.get("environment", {}).items() if k not in PLACEMENT_ENV}
     out["warnings"] = [w for w in row.get("warnings", []) if not w.startswith(SHARING_WARNINGS)]
+    # a learning curve's points carry cumulative time and energy (timings); what was learnt must match
+    out["curve"] = [{k: p.get(k) for k in ("step", "examples", "val_score")} for p in row.get("curve") or []]
     return out
 
 

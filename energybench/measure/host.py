@@ -189,8 +189,14 @@ class HostEnergyTracker:
                 self.warnings.append(f"CodeCarbon measurement failed at the start of {window!r}: {exc}")
 
     def end(self, window: str) -> Figures:
+        return self._figures(self._marks.pop(window, None))
+
+    def reading(self, window: str) -> Figures:
+        """The window's figures so far (one CodeCarbon measurement now); the window stays open."""
+        return self._figures(self._marks.get(window))
+
+    def _figures(self, start: tuple[float, float] | None) -> Figures:
         f = Figures()
-        start = self._marks.pop(window, None)
         if self.cc is None or start is None:
             why = self.unavailable or "CodeCarbon measurement failed at the window's start"
             for name in HOST_FIELDS:

@@ -6,6 +6,11 @@ starts them together at ``begin_window(name)`` and collects their figures at
 ``end_window(name)``. Trackers that need a long-lived resource (a sampling
 thread, CodeCarbon's tracker) start it once in ``start()`` for the whole run,
 so a window costs only a timestamp and a few reads.
+
+``reading(name)`` asks the trackers that can (wall clock, energy) for the
+figures of an open window *so far* without ending it: the training loop's
+periodic validations record cumulative cost this way (cost to target).
+Trackers without a ``reading`` method (memory peaks) are simply left out.
 """
 
 from __future__ import annotations
@@ -41,6 +46,11 @@ class WallClock:
     def end(self, window: str) -> Figures:
         f = Figures()
         f.put("wall_s", time.perf_counter() - self._t0.pop(window))
+        return f
+
+    def reading(self, window: str) -> Figures:
+        f = Figures()
+        f.put("wall_s", time.perf_counter() - self._t0[window])
         return f
 
     def stop(self) -> None:
@@ -105,6 +115,25 @@ class Meter:
         res = WindowResult({**figs.as_dict(), "warnings": warnings})
         self.results[name] = res
         return res
+
+    def reading(self, name: str) -> WindowResult:
+        """Figures of the open window ``name`` so far; the window stays open and its marks untouched.
+
+        Only trackers with a ``reading`` method contribute (wall clock, energy); each costs a few reads
+        (one NVML sweep, one CodeCarbon measurement), so it is cheap enough for every periodic validation.
+        """
+        if name not in self._open:
+            raise RuntimeError(f"window {name!r} is not open")
+        figs = Figures()
+        warnings: list[str] = []
+        for t in reversed(self.trackers):
+            read = getattr(t, "reading", None)
+            if read is None:
+                continue
+            f = read(name)
+            warnings += [w for w in f.values.pop("warnings", None) or [] if w not in warnings]
+            figs.update(f)
+        return WindowResult({**figs.as_dict(), "warnings": warnings})
 
     @contextmanager
     def window(self, name: str) -> Iterator[None]:

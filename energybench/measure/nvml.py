@@ -120,7 +120,15 @@ class GpuEnergyTracker:
                 f.null(name, self.unavailable or "GPU tracker was not started")
             f.values["warnings"] = list(self.warnings)
             return f
-        sums, t1 = self.sampler.close_window(window)
+        return self._figures(*self.sampler.close_window(window))
+
+    def reading(self, window: str) -> Figures:
+        """The window's figures so far (one extra sample now, on copies of its sums); the window stays open."""
+        if self.sampler is None:
+            return self.end(window)
+        return self._figures(*self.sampler.peek_window(window))
+
+    def _figures(self, sums, t1: float) -> Figures:
         per_device = [(p, device_figures(p, w, t1, self.settings)) for p, w in zip(self.probed, sums)]
         f = combine_devices(per_device)
         f.put("gpu_devices", [device_detail(p, df) for p, df in per_device], MEASURED,

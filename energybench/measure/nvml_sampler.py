@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 from typing import Callable
@@ -52,6 +53,12 @@ class NvmlSampler:
         self.sample_once()
         with self._lock:
             return self._open.pop(name), self.clock()
+
+    def peek_window(self, name: str) -> tuple[list[DeviceWindow], float]:
+        """Take a sample and hand back copies of the window's sums so far; the window stays open."""
+        self.sample_once()
+        with self._lock:
+            return copy.deepcopy(self._open[name]), self.clock()
 
     def _run(self) -> None:
         next_t = time.perf_counter()

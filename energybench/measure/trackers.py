@@ -54,6 +54,13 @@ class EnergyTracker:
     def end(self, window: str) -> Figures:
         host = self.host.end(window)  # reverse order of begin, as the Meter does
         gpu = self.gpu.end(window)
+        return self._combine(gpu, host)
+
+    def reading(self, window: str) -> Figures:
+        """The window's energy so far (both sides and their total), leaving it open."""
+        return self._combine(self.gpu.reading(window), self.host.reading(window))
+
+    def _combine(self, gpu: Figures, host: Figures) -> Figures:
         warnings = [*gpu.values.pop("warnings", []), *host.values.pop("warnings", [])]
         f = Figures()
         f.update(gpu)

@@ -15,7 +15,7 @@ class MetricDef:
     """A comparable figure: where it sits in a row, and whether it is deterministic."""
 
     name: str
-    section: str  # "row", "accounting", or a window name
+    section: str  # "row", "accounting", "to_target" (cost to target), or a window name
     field: str
     deterministic: bool
 
@@ -24,6 +24,8 @@ class MetricDef:
         if self.section == "row":
             v = row.get(self.field)
             return (float(v) if v is not None else None), (None if v is not None else "not recorded")
+        if self.section == "to_target":
+            return self._to_target(row)
         figs = row.get("accounting") if self.section == "accounting" else (row.get("windows") or {}).get(self.section)
         figs = figs or {}
         v = figs.get(self.field)
@@ -31,6 +33,16 @@ class MetricDef:
             return float(v), None
         reason = (figs.get("reasons") or {}).get(self.field) or "not recorded by the run"
         return None, reason
+
+    def _to_target(self, row: dict) -> tuple[float | None, str | None]:
+        """A figure of the run's first validation at or above its target; null with why (not reached, no target)."""
+        point = row.get("to_target")
+        if not point:
+            return None, row.get("to_target_reason") or "the run had no target (suite without a target: block)"
+        v = point.get(self.field)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and not math.isnan(v):
+            return float(v), None
+        return None, (point.get("reasons") or {}).get(self.field) or "not recorded at the target's validation"
 
 
 def _m(name: str, section: str, fld: str | None = None, det: bool = False) -> MetricDef:
@@ -58,6 +70,12 @@ METRICS: dict[str, MetricDef] = {m.name: m for m in (
     _m("infer_latency_ms_p50", "inference"),
     _m("infer_latency_ms_p99", "inference"),
     _m("infer_peak_gpu_mem_bytes", "inference", "peak_gpu_mem_bytes"),
+    # cost to target (MLPerf-style): steps with a fixed seed are exact; time and energy are noisy
+    _m("to_target_steps", "to_target", "step", det=True),
+    _m("to_target_examples", "to_target", "examples", det=True),
+    _m("to_target_wall_s", "to_target", "wall_s"),
+    _m("to_target_energy_kwh", "to_target", "energy_kwh"),
+    _m("to_target_gpu_energy_kwh", "to_target", "gpu_energy_kwh"),
 )}
 GROUPS: dict[str, list[str]] = {
     "deterministic": [n for n, m in METRICS.items() if m.deterministic],
@@ -67,6 +85,8 @@ GROUPS: dict[str, list[str]] = {
     "peak_memory": ["peak_gpu_mem_bytes", "infer_peak_gpu_mem_bytes", "peak_rss_bytes"],
     "memory": [n for n in METRICS if n.startswith("mem_")],
     "flops": ["train_flops", "infer_flops"],
+    "to_target": ["to_target_steps", "to_target_examples", "to_target_wall_s", "to_target_energy_kwh",
+                  "to_target_gpu_energy_kwh"],
 }
 GROUPS["all"] = list(METRICS)
 

@@ -156,6 +156,8 @@ class Report:
 
 def build_report(frame: pd.DataFrame, rows: list[dict], run_dirs: list, baseline_method: str = DEFAULT_BASELINE,
                  plots: bool = True) -> Report:
+    trials = frame["role"] == "trial" if "role" in frame.columns else pd.Series(False, index=frame.index)
+    frame = frame[~trials]  # search trials have their own table (report/target.py)
     ok = frame[frame["status"] == "ok"]
     failed = frame[frame["status"] != "ok"]
     suites = ", ".join(sorted(frame["suite"].astype(str).unique()))
@@ -165,6 +167,9 @@ def build_report(frame: pd.DataFrame, rows: list[dict], run_dirs: list, baseline
     if sizes:
         intro.append(f"Inference latency batch size: {', '.join(map(str, sorted(sizes)))} (READ: 1).")
     dup = frame.groupby("run_id")["source"].nunique() if "source" in frame else pd.Series(dtype=int)
+    if trials.any():
+        intro.append(f"Learning-rate search: {int(trials.sum())} trial run(s), in the Learning-rate search table "
+                     "(not in the other tables).")
     if (dup > 1).any():
         intro.append(f"{int((dup > 1).sum())} run(s) appear in more than one directory; each copy counts as a "
                      "sample of its seed (their mean is used).")
@@ -177,6 +182,7 @@ def build_report(frame: pd.DataFrame, rows: list[dict], run_dirs: list, baseline
             from energybench.report import plots as P
 
             sec.plots = [P.quality_vs_cost(g, str(backbone)), P.memory_bars(g, str(backbone))]
+        _target_and_search(sec, g, rows, base, baseline_method, plots)
         sections.append(sec)
     extra = []
     if plots and not ok.empty:
@@ -184,6 +190,26 @@ def build_report(frame: pd.DataFrame, rows: list[dict], run_dirs: list, baseline
 
         extra = [P.read_vs_counter(ok), *P.budget_heatmaps(rows)]
     return Report(f"energybench report: {suites}", intro, sections, extra, failed)
+
+
+def _target_and_search(sec: BackboneSection, ok: pd.DataFrame, rows: list[dict], base: str | None,
+                       baseline_method: str, plots: bool) -> None:
+    """Cost to target (where the suite had a target) and the search table (where it searched), for one backbone."""
+    from energybench.report import target as T
+
+    mine = [r for r in rows if r.get("backbone") == sec.backbone]
+    tt = T.target_frame(mine)
+    if not tt.empty:
+        sec.tables.append(T.cost_to_target_table(tt, base, baseline_method))
+    sf = T.search_frame(mine)
+    if not sf.empty:
+        sec.tables.append(T.search_table(sf, base))
+    if plots:
+        from energybench.report import curves as C
+
+        sec.plots.append(C.learning_curves(rows, sec.backbone))
+        if not tt.empty:
+            sec.plots.append(C.quality_vs_cost_to_target(tt, ok, sec.backbone))
 
 
 # --------------------------------------------------------------------------- writers
@@ -279,6 +305,15 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
                 df = df[["backbone", *[c for c in df.columns if c != "backbone"]]]
             p = out / name
             df.to_csv(p, index=False)
+            written.append(p)
+        extra: dict[str, list[pd.DataFrame]] = {}
+        for sec in rep.sections:  # cost_to_target.csv, learning_rate_search.csv where the suite had them
+            for t in sec.tables[2:]:
+                extra.setdefault(t.title.lower().replace(" ", "_").replace("-", "_"), []).append(
+                    t.export.assign(backbone=sec.backbone))
+        for name, parts in extra.items():
+            p = out / f"{name}.csv"
+            pd.concat(parts).to_csv(p, index=False)
             written.append(p)
         p = out / "runs.csv"
         frame.to_csv(p, index=False)

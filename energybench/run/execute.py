@@ -37,7 +37,9 @@ from energybench.methods.base import ApplyContext, count_parameters
 from energybench.models.backbones import load_backbone
 from energybench.registry import load_method
 from energybench.results import RunResult
+from energybench.run.curve import CurveRecorder
 from energybench.run.plan import RunSpec
+from energybench.run.prune import PRUNE_KEY, MedianPruning, chain
 from energybench.tasks import load_task
 from energybench.tasks.formatting import target_text
 from energybench.train.batches import (
@@ -97,7 +99,7 @@ def execute(spec: RunSpec, log: Callable[[str], None] = print) -> RunResult:
     started = _now()
     base = dict(run_id=spec.run_id, suite=spec.suite, backbone=spec.backbone.display, task=spec.task.name,
                 method=spec.method.display, method_name=spec.method.name, seed=spec.seed, config=spec.config(),
-                started_at=started)
+                started_at=started, role=spec.role, trial=spec.trial)
     try:
         row = _execute(spec, log)
         return RunResult(**base, **row, status="ok", finished_at=_now())
@@ -134,7 +136,10 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     windows: dict[str, dict] = {}
     with Meter(build_trackers(measure, devices=[device])) as meter:
         meter.begin_window("train")
-        result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log)
+        curve = CurveRecorder(meter, "train")
+        pruning = _pruning(spec)
+        result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log,
+                     on_validation=curve if pruning is None else chain(curve, pruning))
         windows["train"] = meter.end_window("train")
         windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
 
@@ -161,7 +166,14 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     return dict(score=score, metrics=metrics, val_score=result.best_val_score, steps=result.steps,
                 planned_steps=total_steps, epochs=result.epochs, stopped_early=result.stopped_early,
                 trainable_params=trainable, total_params=total, windows=windows, accounting=accounting.as_dict(),
-                method_info={**method_info, "history": result.history}, environment=environment(device))
+                method_info={**method_info, "history": result.history}, environment=environment(device),
+                curve=curve.points, **({} if pruning is None else {"pruned_at_step": pruning.pruned_at}))
+
+
+def _pruning(spec: RunSpec):
+    """A search trial's pruner (run/prune.py), when its search asks for one."""
+    payload = (spec.trial or {}).get(PRUNE_KEY)
+    return MedianPruning(payload) if payload and payload.get("pruner") == "median" else None
 
 
 def _loss_fn(method, batch: dict):

@@ -22,6 +22,7 @@ their rows to it, so lines cannot interleave.
 from __future__ import annotations
 
 import fcntl
+import json
 import os
 import sys
 import threading
@@ -33,7 +34,14 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-from energybench.results import RESULTS_FILE, RunResult, append_result, finished_run_ids
+from energybench.results import (
+    RESULTS_FILE,
+    RunResult,
+    append_result,
+    finished_run_ids,
+    latest_by_run,
+    read_rows,
+)
 from energybench.run.executors import (
     Executor,
     ExecutorSettings,
@@ -89,6 +97,8 @@ class GridSummary:
     failures: list[str] = field(default_factory=list)
     wall_s: float = 0.0
     executor: str = "local"
+    trials: int = 0  # search trials run in this invocation (not counted in total/ok/failed)
+    trial_failures: list[str] = field(default_factory=list)
 
 
 def suite_executor_settings(suite: Suite) -> ExecutorSettings:
@@ -132,6 +142,97 @@ def _as_executor(executor, settings: ExecutorSettings) -> Executor:
     return LocalExecutor(ExecutorSettings(), run_fn=lambda spec, relay, **_: executor(spec, relay))
 
 
+class _Grid:
+    """Dispatches batches of runs through one executor: skips finished runs, appends rows, counts them.
+
+    Used once for a plain grid, and batch after batch when a search or relative targets impose an order.
+    The executor is prepared on the first batch that has work, so a finished grid starts nothing.
+    """
+
+    def __init__(self, suite: Suite, ex: Executor, results: Path, summary: GridSummary, echo: Callable[[str], None]):
+        self.suite, self.ex, self.results, self.summary, self.echo = suite, ex, results, summary, echo
+        self.bar: tqdm | None = None
+        self.progress: _Progress | None = None
+
+    def rows(self) -> dict[str, dict]:
+        return latest_by_run(read_rows(self.results)) if self.results.exists() else {}
+
+    def dispatch(self, specs: list[RunSpec], annotate: Callable[[dict, dict[str, dict]], dict] | None = None,
+                 ) -> dict[str, dict]:
+        """Run the pending ``specs``; return the latest row of every one of them (finished before or now).
+
+        A final run is pending unless its latest row is ok; a search trial unless it has a row at all (a trial
+        whose run failed is a finished trial). ``annotate(row, rows)`` may complete a row before it is appended.
+        """
+        rows = self.rows()
+        if annotate is not None:
+            self._rescore(specs, rows, annotate)
+        pending = [s for s in specs if not (s.run_id in rows and (rows[s.run_id].get("status") == "ok"
+                                                                  or s.role == "trial"))]
+        finals = [s for s in specs if s.role == "final"]
+        self.summary.total += len(finals)
+        self.summary.skipped += len(finals) - sum(1 for s in pending if s.role == "final")
+        if pending:
+            self._start(len(pending))
+            for spec, row in self.ex.run(pending, self.progress):
+                payload = row.model_dump(mode="json")
+                payload.update(role=spec.role, trial=spec.trial)  # also on rows the executor made for a lost child
+                if annotate is not None:
+                    payload = annotate(payload, rows)
+                append_result(self.results, payload)
+                rows[spec.run_id] = payload
+                self._count(spec, row)
+                self.bar.update(1)
+        return {s.run_id: rows[s.run_id] for s in specs if s.run_id in rows}
+
+    def _rescore(self, specs: list[RunSpec], rows: dict[str, dict], annotate) -> None:
+        """Hold finished final runs to the suite's current target: a target added or changed since they ran
+        appends a corrected copy of their row (the latest row of a run wins), without training again."""
+        fields = ("target", "to_target", "to_target_reason")
+        n = 0
+        for s in specs:
+            old = rows.get(s.run_id)
+            if s.role != "final" or old is None or old.get("status") != "ok":
+                continue
+            new = annotate(json.loads(json.dumps(old)), rows)
+            if any(new.get(f) != old.get(f) for f in fields):
+                append_result(self.results, new)
+                rows[s.run_id] = new
+                n += 1
+        if n:
+            self.echo(f"{n} finished run(s) re-scored against the suite's current target (no training)")
+
+    def _start(self, n: int) -> None:
+        if self.bar is None:
+            for note in self.ex.prepare(self.suite, n):
+                self.echo(note)
+            self.bar = tqdm(total=0, unit="run", desc=self.suite.name, file=sys.stderr, dynamic_ncols=True)
+            concurrent = getattr(self.ex, "name", "") != "local" or len(getattr(self.ex, "slots", [None])) > 1
+            self.progress = _Progress(self.bar, 0, concurrent)
+        self.bar.total += n
+        self.progress.total = self.bar.total
+        self.bar.refresh()
+
+    def _count(self, spec: RunSpec, row: RunResult) -> None:
+        s = self.summary
+        if spec.role == "trial":
+            s.trials += 1
+            if row.status != "ok":
+                s.trial_failures.append(f"{spec.title}: {row.error}")
+            return
+        if row.status == "ok":
+            s.ok += 1
+            return
+        s.failed += 1
+        s.failures.append(f"{spec.title}: {row.error}")
+        self.progress.write(f"  FAILED: {spec.title}: {row.error}" if self.progress.concurrent
+                            else f"  FAILED: {row.error}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable[[str], None] = print,
               executor: Executor | Callable[[RunSpec, Callable[[str], None]], RunResult] | None = None,
               settings: ExecutorSettings | None = None) -> GridSummary:
@@ -139,42 +240,43 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
 
     settings: where runs execute (default: the suite's ``executor:`` block, else serial and local);
     executor: an executor object to use instead (tests), or a callable run serially.
-    Raises :class:`energybench.run.executors.ExecutorError` before any run starts when the executor cannot start.
+    With a ``search:`` block, every (backbone, task, method) first gets its learning-rate search
+    (:mod:`energybench.run.search`); with a relative ``target:``, the reference method's runs finish first
+    (:mod:`energybench.run.target`). Raises :class:`energybench.run.executors.ExecutorError` before any run
+    starts when the executor cannot start.
     """
+    from energybench.run import target as T
+
     out = Path(out_dir or suite.output_dir)
     results = out / RESULTS_FILE
-    runs = expand(suite)
     settings = settings or suite_executor_settings(suite)
     ex = _as_executor(executor, settings)
-    summary = GridSummary(total=len(runs), executor=getattr(ex, "name", "local"))
+    summary = GridSummary(executor=getattr(ex, "name", "local"))
     t0 = time.perf_counter()
     with output_lock(out):
-        done = finished_run_ids(results)
-        pending = [r for r in runs if r.run_id not in done]
-        summary.skipped = len(runs) - len(pending)
-        if summary.skipped:
-            echo(f"{summary.skipped} of {len(runs)} runs already finished in {results}; skipping them")
         (out / "suite.json").write_text(suite.model_dump_json(indent=2), encoding="utf-8")
-        if not pending:
-            summary.wall_s = time.perf_counter() - t0
-            return summary
+        grid = _Grid(suite, ex, results, summary, echo)
         try:
-            for note in ex.prepare(suite, len(pending)):
-                echo(note)
-            bar = tqdm(total=len(pending), unit="run", desc=suite.name, file=sys.stderr, dynamic_ncols=True)
-            concurrent = getattr(ex, "name", "") != "local" or len(getattr(ex, "slots", [None])) > 1
-            progress = _Progress(bar, len(pending), concurrent)
-            for spec, row in ex.run(pending, progress):
-                append_result(results, row)
-                if row.status == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
-                    summary.failures.append(f"{spec.title}: {row.error}")
-                    progress.write(f"  FAILED: {spec.title}: {row.error}" if concurrent else f"  FAILED: {row.error}")
-                bar.update(1)
-            bar.close()
+            learning_rates = None
+            if suite.search is not None:
+                from energybench.run.search import run_searches
+
+                learning_rates = run_searches(suite, out, grid.dispatch, echo)
+            runs = expand(suite, learning_rates)
+            done = finished_run_ids(results)
+            skipped = sum(1 for r in runs if r.run_id in done)
+            if skipped:
+                echo(f"{skipped} of {len(runs)} runs already finished in {results}; skipping them")
+            reference = T.reference_method(suite.target, runs) if suite.target is not None else None
+            annotate = None
+            if suite.target is not None:
+                def annotate(row: dict, rows: dict[str, dict]) -> dict:
+                    return T.annotate(row, suite.target, [*rows.values(), row], reference)  # the reference is its own
+            for phase in T.phases(suite.target, runs):
+                grid.dispatch(phase, annotate)
         finally:
-            ex.close()
+            grid.close()
+            if grid.bar is not None:
+                ex.close()
     summary.wall_s = time.perf_counter() - t0
     return summary

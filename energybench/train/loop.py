@@ -6,6 +6,9 @@ them) → zero_grad; evaluate on validation every N steps or each epoch, keep
 the best weights in memory (only states the method's ``checkpoint_allowed``
 accepts: a pruned budget must be final), stop early after ``patience``
 evaluations without improvement. Measurement windows wrap calls to :func:`fit`; none hide here.
+``on_validation(step, examples, score)``, when given, is called after every
+validation (the caller records cumulative cost there: cost to target); a
+true return value stops training like early stopping (a search's pruner).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ class FitResult:
     epochs: float = 0.0
     best_val_score: float | None = None
     best_step: int | None = None
+    examples: int = 0  # training examples seen so far
     stopped_early: bool = False
     step_times_s: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
@@ -67,7 +71,8 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: TrainingSettings, *,
         total_steps: int, device: torch.device, seed: int, validation=None,
-        log: Callable[[str], None] = print) -> FitResult:
+        log: Callable[[str], None] = print,
+        on_validation: Callable[[int, int, float], None] | None = None) -> FitResult:
     """Train ``model`` with ``method``'s hooks; restore the best validation weights at the end."""
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -95,14 +100,15 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         log(f"  step {res.steps}/{total_steps}  loss {loss:.4f}  val {score:.2f}{'  *' if improved else ''}"
             f"{'' if allowed else '  (budget not final)'}")
         running.clear()
+        halt = bool(on_validation(res.steps, res.examples, score)) if on_validation is not None else False
         if improved:
             res.best_val_score, res.best_step, bad_evals = score, res.steps, 0
             best_state = _snapshot(model)
-            return False
+            return halt
         if not allowed:
-            return False
+            return halt
         bad_evals += 1
-        return cfg.patience is not None and bad_evals >= cfg.patience
+        return halt or (cfg.patience is not None and bad_evals >= cfg.patience)
 
     model.train()
     stop = False
@@ -122,6 +128,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
             optimizer.step()
             schedule.step()
             res.steps += 1
+            res.examples += len(examples)
             if has_step_hook:
                 method.on_step_end(model, res.steps, total_steps)
             optimizer.zero_grad(set_to_none=True)
