@@ -53,7 +53,7 @@ class Recording(Method):
 
     def on_step_end(self, model, step, total_steps):
         g = model.w.grad
-        self.hook_calls.append((step, total_steps, float(model.w[0]), None if g is None else float(g[0])))
+        self.hook_calls.append((step, total_steps, float(model.w.detach()[0]), None if g is None else float(g[0])))
 
 
 class ScriptedEval:
@@ -122,8 +122,8 @@ def test_patience_stops_training_and_the_best_weights_come_back(monkeypatch):
     assert [h["step"] for h in res.history] == [1, 2, 3, 4]
     assert [h["val_score"] for h in res.history] == [1.0, 3.0, 3.0, 2.0]
     assert len(ev.calls) == 4
-    assert float(model.w[0]) == ev.calls[1] != ev.calls[3]  # restored to the weights scored at step 2
-    assert float(model.w[1]) == ev.calls[1]
+    assert float(model.w.detach()[0]) == ev.calls[1] != ev.calls[3]  # restored to the weights scored at step 2
+    assert float(model.w.detach()[1]) == ev.calls[1]
     assert float(model.frozen) == 1.0
 
 
@@ -131,7 +131,7 @@ def test_without_patience_training_runs_to_the_end_and_keeps_the_best(monkeypatc
     res, model, _, ev = _fit(monkeypatch, [5.0, 1.0, 1.0, 1.0], total_steps=4, eval_every_steps=1,
                              patience=None, warmup_ratio=0.0, max_epochs=1)
     assert (res.steps, res.stopped_early, res.best_step) == (4, False, 1)
-    assert float(model.w[0]) == ev.calls[0]
+    assert float(model.w.detach()[0]) == ev.calls[0]
 
 
 def test_evaluates_once_per_epoch_by_default_and_counts_epochs(monkeypatch):
