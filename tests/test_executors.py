@@ -377,7 +377,7 @@ def test_unreachable_ray_address_fails_fast_before_any_run(tmp_path, capsys):
     t0 = time.perf_counter()
     code, err = _cli(capsys, str(path), "--executor", "ray", "--ray-address", f"ray://127.0.0.1:{port}")
     assert code == 2 and f"cannot reach the Ray cluster at ray://127.0.0.1:{port}" in err
-    assert time.perf_counter() - t0 < 30
+    assert time.perf_counter() - t0 < 120  # fails fast rather than waiting out Ray's connection retries
     assert not (tmp_path / "out" / "results.jsonl").exists()
 
 

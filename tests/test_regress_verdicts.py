@@ -123,3 +123,18 @@ def test_latest_row_wins_in_the_report_the_skip_set_and_the_rule_itself(tmp_path
     assert finished_run_ids(d / "results.jsonl") == {"tiny-t5-a-lora-0-0.001", "tiny-t5-a-bitfit-0-0.001"}
     rows = [{"run_id": "x", "v": 1}, {"run_id": "y", "v": 2}, {"run_id": "x", "v": 3}]
     assert latest_by_run(rows) == {"x": {"run_id": "x", "v": 3}, "y": {"run_id": "y", "v": 2}}
+
+
+def test_report_cell_of_a_run_recorded_twice(tmp_path):
+    """Within one results.jsonl the latest row counts; the same run in two run directories is averaged
+    (report.tables.per_seed documents it)."""
+    import pandas as pd
+
+    from energybench.report.build import write_report
+
+    one = write_rows(tmp_path / "one", [make_row("lora", "a", 0, score=50.0), make_row("lora", "a", 0, score=70.0)])
+    write_report([one], tmp_path / "rep1", formats=("csv",))
+    assert pd.read_csv(tmp_path / "rep1" / "report.csv").set_index("method").loc["lora", "a_mean"] == 70.0
+    two = write_rows(tmp_path / "two", [make_row("lora", "a", 0, score=40.0)])
+    write_report([one, two], tmp_path / "rep2", formats=("csv",))
+    assert pd.read_csv(tmp_path / "rep2" / "report.csv").set_index("method").loc["lora", "a_mean"] == 55.0
