@@ -130,6 +130,7 @@ def test_cpu_runs_side_by_side_are_host_shared_and_runs_one_after_another_are_no
     assert not any(r.warnings for r in rows)
 
 
+@pytest.mark.slow  # two real runs in children: ~100 s on 2 busy cores
 def test_gpus_pin_each_child_to_one_board_by_uuid(tmp_path):
     suite, out = grid(tmp_path, "pinned")
     ex = LocalExecutor(ExecutorSettings(gpus=[3, 1], threads_per_run=1), gpu_lister=lambda: FAKE_GPUS)
@@ -145,6 +146,7 @@ def test_gpus_pin_each_child_to_one_board_by_uuid(tmp_path):
         assert r["gpu_shared_with_concurrent_runs"] is False
 
 
+@pytest.mark.slow  # four real runs, killed and resumed: ~90 s
 def test_parent_killed_mid_grid_with_jobs2_takes_its_children_and_resumes_without_duplicates(tmp_path):
     out = tmp_path / "out"
     path = write_suite(tmp_path, GRID2.format(out=out).replace("synth-sst2}]", "synth-sst2}]\n    seeds: [0, 1]"),

@@ -43,6 +43,7 @@ def test_failed_run_is_recorded_with_its_error_and_the_grid_continues(tmp_path, 
     assert rows["synth-sst2"]["status"] == "ok" and rows["synth-sst2"]["score"] is not None
 
 
+@pytest.mark.slow  # two CLI runs of a real grid: ~70 s on 2 busy cores; fast twin in test_runner_retry.py
 def test_rerun_skips_finished_runs_and_says_so(tmp_path, suite_file):
     path = suite_file(f"""
         name: resume
@@ -64,6 +65,7 @@ def test_rerun_skips_finished_runs_and_says_so(tmp_path, suite_file):
     assert time.perf_counter() - t0 < 120
 
 
+@pytest.mark.slow  # three real runs, killed and resumed: ~2 min
 def test_sigkilled_run_resumes_without_redoing_or_losing_finished_runs(tmp_path, suite_file):
     out = tmp_path / "out"
     path = suite_file(f"""

@@ -95,3 +95,10 @@ def test_hub_small_task_is_halved_like_the_tsv_reader(monkeypatch):
     data = load_glue_hub("sst2")
     assert len(data.train) == 20 and (len(data.validation), len(data.test)) == (4, 5)
     assert {e.text_a for e in data.validation + data.test} == {f"v{i}" for i in range(9)}
+
+
+def test_mismatched_split_and_seed_are_keyword_only():
+    """A third positional list must not silently become MNLI's mismatched validation."""
+    with pytest.raises(TypeError):
+        read_protocol_split([1], [2], [3])  # type: ignore[misc]
+    assert read_protocol_split([1], [2, 3], seed=1)[0] == [1]
