@@ -26,7 +26,7 @@ def _suite(tmp_path):
     return load_suite(write_suite(tmp_path, GRID.format(out=out), training=FAST_TRAINING)), out
 
 
-def test_failed_runs_are_retried_on_the_next_invocation_and_finished_ones_skipped(tmp_path):
+def test_failed_runs_are_retried_on_the_next_invocation_and_finished_ones_skipped(tmp_path, capsys):
     suite, out = _suite(tmp_path)
     calls: list[list[str]] = []
     failing = {"lora"}
@@ -40,7 +40,15 @@ def test_failed_runs_are_retried_on_the_next_invocation_and_finished_ones_skippe
     calls.append([])
     first = run_suite(suite, executor=fake, echo=lambda m: None)
     assert (first.total, first.ok, first.failed, first.skipped) == (4, 2, 2, 0)
-    assert len(first.failures) == 2 and all("RuntimeError: boom" in f for f in first.failures)
+    assert first.executor == "local" and first.wall_s > 0
+    assert len(first.failures) == 2 and all(f.endswith(": RuntimeError: boom") and "lora" in f
+                                            for f in first.failures)
+    printed = capsys.readouterr().out  # the progress lines (serial: no run number prefix on relayed lines)
+    assert printed.count("  FAILED: RuntimeError: boom\n") == 2
+    assert [ln.split()[0] for ln in printed.splitlines() if ln.startswith("[")] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
+    import json
+
+    assert json.loads((out / "suite.json").read_text())["name"] == "retry"
     lora_ids = {r["run_id"] for r in read_rows(out) if r["method_name"] == "lora"}
     assert len(lora_ids) == 2
 

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import pytest
 
 from energybench.tasks.base import Example
-from energybench.tasks.glue import load_glue_hub, load_glue_tsv
+from energybench.tasks.glue import TaskDataError, load_glue_hub, load_glue_tsv
 from energybench.tasks.splits import read_protocol_split
 
 
@@ -102,3 +102,71 @@ def test_mismatched_split_and_seed_are_keyword_only():
     with pytest.raises(TypeError):
         read_protocol_split([1], [2], [3])  # type: ignore[misc]
     assert read_protocol_split([1], [2, 3], seed=1)[0] == [1]
+
+
+# ------------------------------------------------------------------ the TSV reader (no torch: quick to re-run)
+
+
+def test_tsv_reader_takes_columns_by_header_name_and_skips_blank_lines(tmp_path):
+    folder = tmp_path / "MRPC"
+    folder.mkdir()
+    rows = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\ta\tb\tfirst\tsecond\n\n \t \n0\tc\td\tthird\tfourth\n"
+    (folder / "train.tsv").write_text(rows)
+    (folder / "dev.tsv").write_text(rows)
+    data = load_glue_tsv("mrpc", tmp_path)
+    assert data.train == [Example("first", "second", 1), Example("third", "fourth", 0)]
+    assert data.source == str(folder)
+
+
+def test_tsv_reader_reads_stsb_scores_as_floats_and_accepts_the_task_folder_itself(tmp_path):
+    folder = tmp_path / "STS-B"
+    folder.mkdir()
+    body = "index\tsentence1\tsentence2\tscore\n0\ta\tb\t3.8\n1\tc\td\t0.25\n"
+    (folder / "train.tsv").write_text(body)
+    (folder / "dev.tsv").write_text(body)
+    data = load_glue_tsv("stsb", folder)  # the task folder given directly
+    assert data.train == [Example("a", "b", 3.8), Example("c", "d", 0.25)]
+    assert isinstance(data.train[0].label, float)
+
+
+def test_cola_without_header_reads_its_first_line_as_data(tmp_path):
+    folder = tmp_path / "CoLA"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("src\t1\t\tfirst sentence\nsrc\t0\t*\tsecond sentence\n")
+    (folder / "dev.tsv").write_text("src\t1\t\tx\n")
+    assert load_glue_tsv("cola", tmp_path).train == [Example("first sentence", None, 1),
+                                                     Example("second sentence", None, 0)]
+    (folder / "train.tsv").write_text("src\t1\t\tfine\nsrc\tnot-a-number\t\tbad\n")
+    with pytest.raises(TaskDataError, match=r"CoLA/train.tsv:2: malformed row \(ValueError.*expected 4\+ tab"):
+        load_glue_tsv("cola", tmp_path)
+
+
+@pytest.mark.parametrize("train, match", [
+    ("", r"SST-2/train.tsv:1: empty file"),
+    ("text\tlabel\nhello\t1\n", r"SST-2/train.tsv:1: header has no column 'sentence' \(columns: text, label\)"),
+    ("sentence\tlabel\nok\t1\nfine\tmaybe\n", r"SST-2/train.tsv:3: malformed row \(ValueError"),
+])
+def test_tsv_errors_name_file_and_line(tmp_path, train, match):
+    folder = tmp_path / "SST-2"
+    folder.mkdir()
+    (folder / "train.tsv").write_text(train)
+    (folder / "dev.tsv").write_text("sentence\tlabel\na\t0\n")
+    with pytest.raises(TaskDataError, match=match):
+        load_glue_tsv("sst2", tmp_path)
+
+
+def test_unknown_nli_label_and_missing_files_are_errors_naming_them(tmp_path):
+    folder = tmp_path / "RTE"
+    folder.mkdir()
+    (folder / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n1\tc\td\tperhaps\n")
+    (folder / "dev.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tnot_entailment\n")
+    with pytest.raises(TaskDataError, match=r"RTE/train.tsv:3: malformed row \(KeyError: 'perhaps'\)"):
+        load_glue_tsv("rte", tmp_path)
+    (folder / "train.tsv").write_text("index\tsentence1\tsentence2\tlabel\n0\ta\tb\tentailment\n")
+    assert load_glue_tsv("rte", tmp_path).validation + load_glue_tsv("rte", tmp_path).test == [
+        Example("a", "b", 1)]
+    (folder / "dev.tsv").unlink()
+    with pytest.raises(TaskDataError, match=r"RTE/dev.tsv: file not found .*RTE/train.tsv, RTE/dev.tsv"):
+        load_glue_tsv("rte", tmp_path)
+    with pytest.raises(TaskDataError, match="tasks.data_dir '.*nowhere' does not exist"):
+        load_glue_tsv("rte", tmp_path / "nowhere")

@@ -31,10 +31,12 @@ class OneWeight(nn.Module):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(2))
         self.frozen = nn.Parameter(torch.ones(1), requires_grad=False)
+        self.register_buffer("forwards", torch.zeros(()))  # state that is not a parameter
         self.seen_at_forward: list[float] = []
 
     def forward(self, input_ids, attention_mask, labels):
         self.seen_at_forward.append(float(self.w.detach()[0]))
+        self.forwards += 1
         return type("Out", (), {"loss": 0.0 * self.w.sum() + 1.0})()
 
 
@@ -60,10 +62,11 @@ class ScriptedEval:
     """Returns the next scripted score and records w at each call."""
 
     def __init__(self, scores):
-        self.scores, self.calls = list(scores), []
+        self.scores, self.calls, self.forwards = list(scores), [], []
 
     def __call__(self, model, tokenizer, spec, examples, *args):
         self.calls.append(float(model.w.detach()[0]))
+        self.forwards.append(float(model.forwards))
         return self.scores[len(self.calls) - 1], {}
 
 
@@ -72,14 +75,14 @@ def _data(n_train: int) -> TaskData:
     return TaskData(SYNTHETIC_SPECS["synth-sst2"], ex, ex[:2], ex[:2])
 
 
-def _fit(monkeypatch, scores, *, n_train=20, total_steps=10, **cfg):
+def _fit(monkeypatch, scores, *, n_train=20, total_steps=10, log=None, **cfg):
     ev = ScriptedEval(scores)
     monkeypatch.setattr(loop, "evaluate", ev)
     model, method = OneWeight(), Recording()
-    settings = TrainingSettings(learning_rate=LR, batch_size=1, grad_clip=None, max_source_length=8,
-                                max_target_length=4, **cfg)
+    cfg.setdefault("grad_clip", None)
+    settings = TrainingSettings(learning_rate=LR, batch_size=1, max_source_length=8, max_target_length=4, **cfg)
     res = loop.fit(model, method, TOK, _data(n_train), settings, total_steps=total_steps,
-                   device=torch.device("cpu"), seed=0, log=lambda m: None)
+                   device=torch.device("cpu"), seed=0, log=log or (lambda m: None))
     return res, model, method, ev
 
 
@@ -124,7 +127,33 @@ def test_patience_stops_training_and_the_best_weights_come_back(monkeypatch):
     assert len(ev.calls) == 4
     assert float(model.w.detach()[0]) == ev.calls[1] != ev.calls[3]  # restored to the weights scored at step 2
     assert float(model.w.detach()[1]) == ev.calls[1]
+    assert float(model.forwards) == ev.forwards[1] == 2.0  # buffers come back too
     assert float(model.frozen) == 1.0
+    # each evaluation reports the mean training loss since the previous one: here one step, 1 + Σw at its forward
+    assert [h["train_loss"] for h in res.history] == pytest.approx([1 + 2 * w for w in model.seen_at_forward])
+
+
+def test_gradients_are_clipped_before_the_step_and_the_hook_sees_the_clipped_ones(monkeypatch):
+    _, _, method, _ = _fit(monkeypatch, [0.0], total_steps=3, warmup_ratio=0.0, max_epochs=1, patience=None,
+                           grad_clip=0.5)
+    # gradient (1, 1) has norm √2; clipped to norm 0.5 → each component 0.5/√2
+    assert [g for *_, g in method.hook_calls] == pytest.approx([0.5 / 2 ** 0.5] * 3, rel=1e-5)
+
+
+def test_the_log_marks_improvements_and_names_step_loss_and_score(monkeypatch):
+    lines: list[str] = []
+    _fit(monkeypatch, [1.0, 3.0, 2.0], total_steps=3, eval_every_steps=1, patience=None, warmup_ratio=0.0,
+         max_epochs=1, log=lines.append)
+    assert [ln.endswith("*") for ln in lines] == [True, True, False]
+    assert lines[1].split() == ["step", "2/3", "loss", lines[1].split()[3], "val", "3.00", "*"]
+
+
+def test_evaluation_loss_is_the_mean_over_the_steps_since_the_last_one(monkeypatch):
+    res, model, _, _ = _fit(monkeypatch, [1.0, 2.0], total_steps=4, eval_every_steps=2, patience=None,
+                            warmup_ratio=0.0, max_epochs=1)
+    f = [1 + 2 * w for w in model.seen_at_forward]
+    assert [h["train_loss"] for h in res.history] == pytest.approx([(f[0] + f[1]) / 2, (f[2] + f[3]) / 2])
+    assert res.final_train_loss == pytest.approx(f[3])
 
 
 def test_without_patience_training_runs_to_the_end_and_keeps_the_best(monkeypatch):
