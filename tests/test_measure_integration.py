@@ -70,3 +70,26 @@ def test_read_error_is_against_the_counter_with_the_same_trace():
     read_kwh, counter_kwh = 0.3 * 1.6 / 3600, 250.0 * 3 / KWH
     assert f.values["gpu_energy_kwh"] == pytest.approx(counter_kwh)
     assert f.values["read_estimate_error_pct"] == pytest.approx(100 * (read_kwh - counter_kwh) / counter_kwh)
+
+
+def test_failed_reads_at_the_window_ends_make_it_low_confidence_saying_how_much_was_covered():
+    clock = Clock()
+    ends = [("energy", 10.0), ("energy", 14.0), ("power", 10.0), ("power", 13.0), ("power", 14.0)]
+    board = Board(UUID_A, energy_j=lambda t: 100.0 * t, fail=ends)
+    tracker = make_tracker([board], clock, nvml_min_samples=2)  # probed at t = 0, where every read works
+    f = run_window(tracker, clock, [10.0, 11.0, 12.0, 13.0, 14.0])
+    # counter read at 11, 12, 13 s: 2 s of a 4 s window; power at 11 and 12 s: 1 s of it
+    assert f.values["gpu_energy_kwh"] == pytest.approx(200.0 / KWH)
+    assert f.values["gpu_energy_low_confidence"] is True
+    reason = f.reasons["gpu_energy_low_confidence"]
+    assert "energy-counter readings span 50% of the window (failed reads at its ends)" in reason
+    assert "power samples span 25% of the window" in reason
+    assert f.values["nvml_errors"] == 5
+
+
+def test_memory_peak_is_the_largest_sample_of_the_window():
+    clock = Clock()
+    mem = {0.0: 3 * 2 ** 30, 1.0: 5 * 2 ** 30, 3.0: 2 ** 30}
+    f = run_window(make_tracker([Board(UUID_A, mem=lambda t: mem[t])], clock), clock, TIMES)
+    assert f.values["peak_gpu_mem_nvml_bytes"] == 5 * 2 ** 30
+    assert f.provenance["peak_gpu_mem_nvml_bytes"] == "measured"
