@@ -138,3 +138,28 @@ def test_report_cell_of_a_run_recorded_twice(tmp_path):
     two = write_rows(tmp_path / "two", [make_row("lora", "a", 0, score=40.0)])
     write_report([one, two], tmp_path / "rep2", formats=("csv",))
     assert pd.read_csv(tmp_path / "rep2" / "report.csv").set_index("method").loc["lora", "a_mean"] == 55.0
+
+
+def test_five_against_two_seeds_can_reach_significance_so_the_test_is_used():
+    # the smallest one-sided p of 5 vs 2 samples is 1 / C(7, 2) = 1/21 < 0.05; 5 vs 1 cannot (1/6)
+    tight = [4.0, 4.1, 3.9, 4.2, 3.8]
+    verdict, confidence = noisy_verdict(tight, [6.0, 6.3], REL, 0.05)
+    assert verdict == "regression" and confidence.startswith(f"p={1 / 21:.3g} ") and "n=5/2" in confidence
+    verdict, confidence = noisy_verdict(tight, [6.0], REL, 0.05)
+    assert verdict == "regression" and confidence.startswith("low confidence (5 vs 1 samples cannot reach")
+
+
+def test_a_noisy_figure_null_on_one_side_is_not_comparable_and_says_which_side_lacks_it(tmp_path, capsys):
+    import json
+
+    from rowfactory import NO_GPU
+
+    def side(name, energy):
+        return write_rows(tmp_path / name, [make_row("lora", "a", s, train={"gpu_energy_kwh": energy})
+                                            for s in (0, 1)])
+
+    have, lack = side("have", 1e-3), side("lack", None)
+    for base, cand, who in ((have, lack, "candidate"), (lack, have, "baseline")):
+        assert main(["compare", str(base), str(cand), "--metrics", "gpu_energy_kwh", "--format", "json"]) == 0
+        (f,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["metric"] == "gpu_energy_kwh"]
+        assert f["verdict"] == "not comparable" and f["note"] == f"{who}: {NO_GPU}"
