@@ -6,8 +6,9 @@ mutant; a mutant the tests do not notice *survived*. Per module it prints killed
 
 Bounded for a shared 2-core machine: each module runs only its own test files; only mutants inside the
 module's core functions count (the rest of the file is marked skipped); at most ``--cap`` of those are drawn
-with a fixed seed (``--seed``); and each module has a time budget (``--module-budget-s``) after which its
-remaining mutants are reported as not run. Cosmic Ray edits the source file in place while a mutant is
+with a fixed seed (``--seed``); and the whole run has a time budget (``--budget-s``), shared out over the modules in
+proportion to how long one run of their tests takes (so each gets about as many mutants judged); a module's
+mutants left when its share is spent are reported as not run. Cosmic Ray edits the source file in place while a mutant is
 tested, so it works on a copy of the checkout (``--work-dir``/tree, imported through PYTHONPATH ahead of the
 editable install), never on the checkout itself; bytecode caching is off for the tests (a mutant of the same
 size written within the same second could otherwise run from a stale .pyc).
@@ -181,7 +182,10 @@ class Score:
     incompetent: int = 0
     not_run: int = 0
     baseline_s: float = 0.0
+    budget_s: float = 0.0
     wall_s: float = 0.0
+    work: Path | None = None
+    chosen: set = field(default_factory=set)
     survivors: list[str] = field(default_factory=list)
     error: str | None = None
 
@@ -208,15 +212,14 @@ def _explain(path: str, diff: str) -> str | None:
     return EQUIVALENT.get((path, *_changed_lines(diff)))
 
 
-def run_target(t: Target, tree: Path, env: dict[str, str], work: Path, cap: int, seed: int, budget_s: float,
-               echo) -> Score:
+def prepare_target(t: Target, tree: Path, env: dict[str, str], work: Path, cap: int, seed: int, echo) -> Score:
+    """Baseline test run, Cosmic Ray session, and the draw of mutants to run (the others marked skipped)."""
     import toml  # a dependency of cosmic-ray
     from cosmic_ray.work_db import WorkDB, use_db
-    from cosmic_ray.work_item import TestOutcome, WorkerOutcome, WorkResult
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
 
-    score = Score(t)
+    score = Score(t, work=work)
     src = tree / t.path
-    original = src.read_bytes()
     work.mkdir(parents=True, exist_ok=True)
     cfg, db = work / "config.toml", work / "session.sqlite"
     db.unlink(missing_ok=True)
@@ -240,15 +243,28 @@ def run_target(t: Target, tree: Path, env: dict[str, str], work: Path, cap: int,
         score.annotations = len(in_function) - len(in_scope)
         score.in_scope = len(in_scope)
         chosen = set(w.job_id for w in random.Random(seed).sample(in_scope, min(cap, len(in_scope))))
-        score.sampled = len(chosen)
+        score.sampled, score.chosen = len(chosen), chosen
         for w in items:
             if w.job_id not in chosen:
                 why = ("not sampled" if w in in_scope else "in a type annotation" if w in in_function
                        else "outside the module's core functions")
                 wdb.set_result(w.job_id, WorkResult(output=why, worker_outcome=WorkerOutcome.SKIPPED))
     echo(f"{t.name}: {score.generated} mutants in {t.path}, {score.in_scope} in {', '.join(t.scope)} "
-         f"(+{score.annotations} in annotations), "
-         f"running {score.sampled} (baseline tests {score.baseline_s:.1f} s, timeout {timeout} s each)")
+         f"(+{score.annotations} in annotations), {score.sampled} drawn (baseline tests {score.baseline_s:.1f} s, "
+         f"timeout {timeout} s each)")
+    return score
+
+
+def exec_target(score: Score, tree: Path, env: dict[str, str], budget_s: float, echo) -> Score:
+    """Run the drawn mutants for at most ``budget_s``; restore the source; count the outcomes."""
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import TestOutcome, WorkerOutcome
+
+    t, chosen = score.target, score.chosen
+    src = tree / t.path
+    original = src.read_bytes()
+    cfg, db = score.work / "config.toml", score.work / "session.sqlite"
+    score.budget_s = budget_s
     t1 = time.perf_counter()
     proc = subprocess.Popen([COSMIC_RAY, "exec", str(cfg), str(db)], cwd=tree, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -309,18 +325,19 @@ def render(scores: list[Score], argv: list[str], total_s: float) -> str:
            "time budget is spent (the rest: *not run*). A *timeout* (tests past the per-mutant limit, e.g. an endless "
            "loop) counts as caught. Score = (killed + timeout) / (killed + timeout + "
            "survived); incompetent mutants (code that cannot even import) are left out.", "",
-           "| module | functions | tests | mutants (file / in scope / run) | killed | timeout | survived | "
-           "incompetent | not run | score | score without equivalent |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "| module | functions | tests (one run) | mutants (file / in scope / drawn) | killed | timeout | survived | "
+           "incompetent | not run | time / share | score | score without equivalent |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     tot = Score(Target("total", "", (), ()))
     for s in scores:
         t = s.target
         if s.error:
-            out.append(f"| {t.name} | | | | | | | | | error | {s.error.splitlines()[0]} |")
+            out.append(f"| {t.name} | | | | | | | | | | error | {s.error.splitlines()[0]} |")
             continue
         out.append(f"| {t.name} (`{t.path}`) | {', '.join(t.scope)} | {', '.join(Path(x).name for x in t.tests)}"
-                   f"{f' -k {t.select!r}' if t.select else ''} | {s.generated} / {s.in_scope} / {s.sampled} | "
-                   f"{s.killed} | {s.timeout} | {s.survived} | {s.incompetent} | {s.not_run} | {_fmt_pct(s.pct())} | "
+                   f"{f' -k {t.select!r}' if t.select else ''} ({s.baseline_s:.0f} s) | {s.generated} / {s.in_scope} / "
+                   f"{s.sampled} | {s.killed} | {s.timeout} | {s.survived} | {s.incompetent} | {s.not_run} | "
+                   f"{s.wall_s:.0f} / {s.budget_s:.0f} s | {_fmt_pct(s.pct())} | "
                    f"{_fmt_pct(s.pct(True))} |")
         for k in ("generated", "in_scope", "sampled", "killed", "timeout", "survived", "incompetent", "not_run"):
             setattr(tot, k, getattr(tot, k) + getattr(s, k))
@@ -329,7 +346,7 @@ def render(scores: list[Score], argv: list[str], total_s: float) -> str:
     pct = 100.0 * (tot.killed + tot.timeout) / n if n else None
     pct_eq = 100.0 * (tot.killed + tot.timeout) / (n - equivalent) if n - equivalent > 0 else None
     out.append(f"| **all** | | | {tot.generated} / {tot.in_scope} / {tot.sampled} | {tot.killed} | {tot.timeout} | "
-               f"{tot.survived} | {tot.incompetent} | {tot.not_run} | **{_fmt_pct(pct)}** | **{_fmt_pct(pct_eq)}** |")
+               f"{tot.survived} | {tot.incompetent} | {tot.not_run} | | **{_fmt_pct(pct)}** | **{_fmt_pct(pct_eq)}** |")
     out += ["", "## Surviving mutants", ""]
     any_survivor = False
     for s in scores:
@@ -349,8 +366,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", nargs="*", help="module names (default: all): " + ", ".join(t.name for t in TARGETS))
     p.add_argument("--cap", type=int, default=25, help="mutants drawn per module at most (default 25)")
     p.add_argument("--seed", type=int, default=0, help="seed of the draw of mutants (default 0)")
-    p.add_argument("--module-budget-s", type=float, default=110.0,
-                   help="wall time per module for its mutants (default 110 s: ~20 min for all ten)")
+    p.add_argument("--budget-s", type=float, default=1140.0,
+                   help="wall time for everything (default 1140 s = 19 min), split over the modules by the cost "
+                        "of one run of their tests")
+    p.add_argument("--min-module-s", type=float, default=40.0, help="wall time any module gets at least (40 s)")
     p.add_argument("--work-dir", default=str(ROOT / "runs" / "mutation"), help="where sessions are kept")
     p.add_argument("--write", help="also write the markdown report to this file")
     args = p.parse_args(argv)
@@ -361,13 +380,20 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(args.work_dir).resolve()
     tree = work / "tree"
     env = make_tree(tree)
-    scores = []
-    for t in targets:
-        s = run_target(t, tree, env, work / t.name.replace(" ", "_").replace("/", "_"), args.cap, args.seed,
-                       args.module_budget_s, lambda m: print(m, file=sys.stderr, flush=True))
-        print(f"  {t.name}: killed {s.killed}, survived {s.survived}, timeout {s.timeout}, "
-              f"incompetent {s.incompetent}, not run {s.not_run} ({s.wall_s:.0f} s)", file=sys.stderr, flush=True)
-        scores.append(s)
+    echo = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    scores = [prepare_target(t, tree, env, work / t.name.replace(" ", "_").replace("/", "_"), args.cap, args.seed,
+                             echo) for t in targets]
+    # Each module's share of the time is proportional to what one run of its tests costs, so every module gets
+    # about as many mutants judged, whichever tests are slow.
+    left = max(60.0, args.budget_s - (time.perf_counter() - t0))
+    cost = sum(s.baseline_s for s in scores if not s.error) or 1.0
+    for s in scores:
+        if s.error:
+            echo(f"  {s.target.name}: {s.error.splitlines()[0]}")
+            continue
+        exec_target(s, tree, env, max(args.min_module_s, left * s.baseline_s / cost), echo)
+        echo(f"  {s.target.name}: killed {s.killed}, survived {s.survived}, timeout {s.timeout}, "
+             f"incompetent {s.incompetent}, not run {s.not_run} ({s.wall_s:.0f} s of {s.budget_s:.0f} s)")
     text = render(scores, argv, time.perf_counter() - t0)
     print(text)
     if args.write:

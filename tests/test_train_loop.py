@@ -15,13 +15,23 @@ from torch import nn
 
 import energybench.train.loop as loop
 from energybench.methods.base import Method
-from energybench.models.backbones import byte_tokenizer
 from energybench.tasks.base import Example, TaskData
 from energybench.tasks.synthetic import SYNTHETIC_SPECS
 from energybench.train.settings import TrainingSettings
 
 LR = 0.01
-TOK = byte_tokenizer()
+
+
+class ByteIds:
+    """The two things ``fit`` asks of a tokenizer (ids per text, the pad id), without loading transformers."""
+
+    pad_token_id = 0
+
+    def __call__(self, texts, max_length, truncation=True):
+        return {"input_ids": [list(t.encode()[: max_length - 1]) + [1] for t in texts]}
+
+
+TOK = ByteIds()
 
 
 class OneWeight(nn.Module):
@@ -62,11 +72,12 @@ class ScriptedEval:
     """Returns the next scripted score and records w at each call."""
 
     def __init__(self, scores):
-        self.scores, self.calls, self.forwards = list(scores), [], []
+        self.scores, self.calls, self.forwards, self.examples = list(scores), [], [], []
 
     def __call__(self, model, tokenizer, spec, examples, *args):
         self.calls.append(float(model.w.detach()[0]))
         self.forwards.append(float(model.forwards))
+        self.examples.append(list(examples))
         return self.scores[len(self.calls) - 1], {}
 
 
@@ -156,6 +167,17 @@ def test_evaluation_loss_is_the_mean_over_the_steps_since_the_last_one(monkeypat
     assert res.final_train_loss == pytest.approx(f[3])
 
 
+def test_validation_examples_are_the_tasks_unless_others_are_given(monkeypatch):
+    _, _, _, ev = _fit(monkeypatch, [1.0], n_train=4, total_steps=2, max_epochs=1, patience=None)
+    assert ev.examples == [_data(4).validation]
+    other = [Example("held out", None, 1)]
+    ev = ScriptedEval([1.0])
+    monkeypatch.setattr(loop, "evaluate", ev)
+    loop.fit(OneWeight(), Recording(), TOK, _data(4), TrainingSettings(batch_size=2, max_epochs=1, grad_clip=None),
+             total_steps=2, device=torch.device("cpu"), seed=0, validation=other, log=lambda m: None)
+    assert ev.examples == [other]
+
+
 def test_without_patience_training_runs_to_the_end_and_keeps_the_best(monkeypatch):
     res, model, _, ev = _fit(monkeypatch, [5.0, 1.0, 1.0, 1.0], total_steps=4, eval_every_steps=1,
                              patience=None, warmup_ratio=0.0, max_epochs=1)
@@ -187,3 +209,11 @@ def test_a_non_finite_loss_stops_with_the_step_it_happened_at(monkeypatch):
     with pytest.raises(FloatingPointError, match="at step 3"):
         loop.fit(OneWeight(), Exploding(), TOK, _data(5), settings, total_steps=5, device=torch.device("cpu"),
                  seed=0, log=lambda m: None)
+
+
+def test_planned_steps_are_epochs_times_batches_capped_by_max_steps():
+    cfg = dict(batch_size=3, max_epochs=2)
+    assert loop.planned_steps(10, TrainingSettings(**cfg)) == 8  # ceil(10/3) = 4 batches × 2 epochs
+    assert loop.planned_steps(9, TrainingSettings(**cfg)) == 6
+    assert loop.planned_steps(10, TrainingSettings(**cfg, max_steps=5)) == 5
+    assert loop.planned_steps(10, TrainingSettings(**cfg, max_steps=100)) == 8
