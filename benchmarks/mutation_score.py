@@ -229,7 +229,7 @@ def prepare_target(t: Target, tree: Path, env: dict[str, str], work: Path, cap: 
     if base.returncode != 0:
         score.error = f"tests fail on the unmutated code:\n{base.stdout[-2000:]}"
         return score
-    timeout = round(3 * score.baseline_s + 15, 1)
+    timeout = round(min(3 * score.baseline_s + 15, 240.0), 1)
     cfg.write_text(toml.dumps({"cosmic-ray": {
         "module-path": t.path, "timeout": timeout, "excluded-modules": [],
         "test-command": shlex.join(_test_command(t)), "distributor": {"name": "local"}}}), encoding="utf-8")
@@ -385,13 +385,18 @@ def main(argv: list[str] | None = None) -> int:
                              echo) for t in targets]
     # Each module's share of the time is proportional to what one run of its tests costs, so every module gets
     # about as many mutants judged, whichever tests are slow.
+    # A baseline that stalled (once here: 300 s for tests that take 10) is capped at 4× the median, so one
+    # slow moment does not hand a module most of the time.
     left = max(60.0, args.budget_s - (time.perf_counter() - t0))
-    cost = sum(s.baseline_s for s in scores if not s.error) or 1.0
+    ok = sorted(s.baseline_s for s in scores if not s.error) or [1.0]
+    cap_s = 4 * ok[len(ok) // 2]
+    cost = {id(s): min(s.baseline_s, cap_s) for s in scores}
+    total = sum(cost[id(s)] for s in scores if not s.error) or 1.0
     for s in scores:
         if s.error:
             echo(f"  {s.target.name}: {s.error.splitlines()[0]}")
             continue
-        exec_target(s, tree, env, max(args.min_module_s, left * s.baseline_s / cost), echo)
+        exec_target(s, tree, env, max(args.min_module_s, left * cost[id(s)] / total), echo)
         echo(f"  {s.target.name}: killed {s.killed}, survived {s.survived}, timeout {s.timeout}, "
              f"incompetent {s.incompetent}, not run {s.not_run} ({s.wall_s:.0f} s of {s.budget_s:.0f} s)")
     text = render(scores, argv, time.perf_counter() - t0)
