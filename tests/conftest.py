@@ -49,9 +49,15 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subpro
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
-    """Tiny models gain nothing from more threads; on a busy 2-core machine OpenMP spin-waits made steps ~10× slower."""
-    import torch
+    """Tiny models gain nothing from more threads; on a busy 2-core machine OpenMP spin-waits made steps ~10× slower.
 
+    Only where torch is already loaded (collection imported it): a test file that never touches torch does not
+    pay its ~6 s import (what made each mutant of benchmarks/mutation_score.py slow).
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

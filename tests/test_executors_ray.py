@@ -27,6 +27,7 @@ def local_ray():
     ray.shutdown()
 
 
+@pytest.mark.slow  # two real runs on Ray beside the local grid: over a minute on 2 busy cores
 def test_ray_runs_the_grid_with_the_same_rows_as_the_local_executor(tmp_path, local_ray, serial_and_jobs2):
     _, local_out, _ = serial_and_jobs2  # the same grid, local executor, --jobs 2, one thread per run
     ray_suite, ray_out = grid(tmp_path, "ray")

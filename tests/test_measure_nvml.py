@@ -347,12 +347,18 @@ def test_background_thread_samples_at_the_configured_interval():
     tracker.start()
     try:
         tracker.begin("train")
+        t0 = time.perf_counter()
         time.sleep(0.5)
         f = tracker.end("train")
+        elapsed = time.perf_counter() - t0
     finally:
         tracker.stop()
-    assert 5 <= f.values["gpu_sample_count"] <= 14  # ~10 thread samples + 2 boundary samples; slack for a busy CPU
-    assert 0.03 <= f.values["gpu_sample_interval_mean_s"] <= 0.125
+    # A loaded machine may starve the thread (fewer samples, longer sleep) but it never samples faster than
+    # asked: bounds from the time that actually passed, not from the nominal 0.5 s.
+    n = f.values["gpu_sample_count"]
+    assert 3 <= n <= elapsed / 0.05 + 3  # at least one thread sample between the two boundary samples
+    assert f.values["gpu_sample_interval_mean_s"] >= 0.03
+    assert f.values["gpu_sample_interval_mean_s"] <= elapsed / 2
     assert f.values["gpu_energy_power_kwh"] == pytest.approx(100.0 * f.values["gpu_sample_interval_mean_s"]
                                                             * (f.values["gpu_sample_count"] - 1) / KWH, rel=1e-6)
 

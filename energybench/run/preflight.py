@@ -12,6 +12,7 @@ from energybench.registry import load_method
 from energybench.run.plan import resolved_training
 from energybench.suite import Suite, method_settings
 from energybench.tasks import check_task_available, load_task
+from energybench.tasks.glue import TaskDataError
 from energybench.train.loop import planned_steps
 
 
@@ -33,7 +34,12 @@ def preflight(suite: Suite, file: str = "suite") -> None:
         if reason:
             problems.append(f"{file} tasks[{i}] ({t.name}): {reason}")
         else:
-            train_sizes[t.name] = len(load_task(t.name, t.data_dir, max_train_examples=suite.training.max_train_examples).train)
+            try:
+                data = load_task(t.name, t.data_dir, max_train_examples=suite.training.max_train_examples)
+            except TaskDataError as exc:  # a malformed file: bad input (exit 2), not a crash
+                problems.append(f"{file} tasks[{i}] ({t.name}): {exc}")
+                continue
+            train_sizes[t.name] = len(data.train)
     problems += _label_truncation(suite, file)
     for i, m in enumerate(suite.methods):
         check = getattr(load_method(m.name), "check_schedule", None)
