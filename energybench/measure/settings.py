@@ -48,7 +48,7 @@ class MeasureSettings(BaseModel):
     )
 
     # --- latency and accounting ----------------------------------------------
-    latency_batch_size: PositiveInt = Field(1, description="inference latency batch size (READ: 1)")
-    latency_warmup: int = Field(3, ge=0)
-    latency_repeats: PositiveInt = Field(20)
+    latency_batch_size: PositiveInt = Field(1, le=65_536, description="inference latency batch size (READ: 1)")
+    latency_warmup: int = Field(3, ge=0, le=100_000)
+    latency_repeats: PositiveInt = Field(20, le=100_000)
     accounting: bool = Field(True, description="deterministic mem_model_bytes and FLOP accounting")

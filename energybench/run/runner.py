@@ -33,7 +33,7 @@ from typing import Callable, Iterator
 
 from tqdm import tqdm
 
-from energybench.results import RESULTS_FILE, RunResult, append_result, finished_run_ids
+from energybench.results import RESULTS_FILE, RunResult, append_result, finished_run_ids, write_file_atomic
 from energybench.run.executors import (
     Executor,
     ExecutorSettings,
@@ -42,24 +42,53 @@ from energybench.run.executors import (
 )
 from energybench.run.executors.process import OUTPUT_TAIL_LINES, run_in_child
 from energybench.run.plan import RunSpec, expand
+from energybench.run.stopping import StopRequested, StopSignals
 from energybench.suite import Suite
 
-__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirLockedError", "output_lock", "run_in_child",
+__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirError", "OutputDirLockedError", "output_lock",
+           "run_in_child",
            "run_suite", "suite_executor_settings"]
 
 LOCK_FILE = ".energybench.lock"
 
 
-class OutputDirLockedError(RuntimeError):
+class OutputDirError(RuntimeError):
+    """The output directory cannot be used (read-only, not an energybench output directory, ...); exit code 2."""
+
+
+class OutputDirLockedError(OutputDirError):
     pass
+
+
+OUTPUT_MARKERS = (RESULTS_FILE, "suite.json", LOCK_FILE)
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse a folder that holds files but none of an energybench output directory's: writing there would
+    overwrite someone's report.md or suite.json."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"{out_dir}: exists and is not a directory; choose another output directory")
+    try:
+        entries = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    except OSError as exc:
+        raise OutputDirError(f"{out_dir}: cannot list the output directory ({exc.strerror or exc})") from None
+    if entries and not entries & set(OUTPUT_MARKERS):
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputDirError(f"{out_dir}: not empty ({shown}) and not an energybench output directory (no "
+                             f"{RESULTS_FILE}); refusing to write into it — choose an empty or new folder")
 
 
 @contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir``; released even if the process is killed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fh = open(path, "a+", encoding="utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        what = "is a directory, not energybench's lock file; remove it" if path.is_dir() else (exc.strerror or exc)
+        raise OutputDirError(f"{path if path.is_dir() else out_dir}: cannot use the output directory ({what})") \
+            from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -134,12 +163,16 @@ def _as_executor(executor, settings: ExecutorSettings) -> Executor:
 
 def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable[[str], None] = print,
               executor: Executor | Callable[[RunSpec, Callable[[str], None]], RunResult] | None = None,
-              settings: ExecutorSettings | None = None) -> GridSummary:
+              settings: ExecutorSettings | None = None, stop: StopSignals | None = None) -> GridSummary:
     """Run every pending run of ``suite``; return what happened.
 
     settings: where runs execute (default: the suite's ``executor:`` block, else serial and local);
     executor: an executor object to use instead (tests), or a callable run serially.
-    Raises :class:`energybench.run.executors.ExecutorError` before any run starts when the executor cannot start.
+    stop: the signal handlers ``energybench run`` installed (a stop is raised between appends, never inside one).
+    Raises :class:`energybench.run.executors.ExecutorError` before any run starts when the executor cannot start,
+    :class:`OutputDirError` for an unusable output directory, :class:`~energybench.results.ResultsWriteError` when
+    a row cannot be written (the grid stops; earlier rows are intact) and
+    :class:`~energybench.run.stopping.StopRequested` (with ``.summary``) on SIGINT/SIGTERM.
     """
     out = Path(out_dir or suite.output_dir)
     results = out / RESULTS_FILE
@@ -148,13 +181,15 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
     ex = _as_executor(executor, settings)
     summary = GridSummary(total=len(runs), executor=getattr(ex, "name", "local"))
     t0 = time.perf_counter()
+    stop = stop or StopSignals()  # not entered: no handlers installed, atomic() is a plain block
+    check_output_dir(out)
     with output_lock(out):
         done = finished_run_ids(results)
         pending = [r for r in runs if r.run_id not in done]
         summary.skipped = len(runs) - len(pending)
         if summary.skipped:
-            echo(f"{summary.skipped} of {len(runs)} runs already finished in {results}; skipping them")
-        (out / "suite.json").write_text(suite.model_dump_json(indent=2), encoding="utf-8")
+            echo(f"{summary.skipped} of {len(runs)} runs already finished in {out}; skipping them")
+        write_file_atomic(out / "suite.json", suite.model_dump_json(indent=2))
         if not pending:
             summary.wall_s = time.perf_counter() - t0
             return summary
@@ -165,15 +200,21 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
             concurrent = getattr(ex, "name", "") != "local" or len(getattr(ex, "slots", [None])) > 1
             progress = _Progress(bar, len(pending), concurrent)
             for spec, row in ex.run(pending, progress):
-                append_result(results, row)
-                if row.status == "ok":
-                    summary.ok += 1
-                else:
-                    summary.failed += 1
-                    summary.failures.append(f"{spec.title}: {row.error}")
-                    progress.write(f"  FAILED: {spec.title}: {row.error}" if concurrent else f"  FAILED: {row.error}")
-                bar.update(1)
+                with stop.atomic():
+                    append_result(results, row)
+                    if row.status == "ok":
+                        summary.ok += 1
+                    else:
+                        summary.failed += 1
+                        summary.failures.append(f"{spec.title}: {row.error}")
+                        # numbered: the next run's header may already be printed (its child started first)
+                        n = progress.numbers.get(spec.run_id, "?")
+                        progress.write(f"  FAILED [{n}/{len(pending)}] {spec.title}: {row.error}")
+                    bar.update(1)
             bar.close()
+        except StopRequested as exc:
+            exc.summary = summary
+            raise
         finally:
             ex.close()
     summary.wall_s = time.perf_counter() - t0
