@@ -155,13 +155,13 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from energybench.registry import load_method, method_names
+    from energybench.registry import implementer, load_method, method_names
 
     width = max(len(n) for n in method_names())
     for name in method_names():
         try:
             cls = load_method(name)
-            print(f"{name:<{width}}  {cls.summary}  [{cls.paper}; {cls.implemented_by}]")
+            print(f"{name:<{width}}  {cls.summary}  [{cls.paper}; {implementer(name)}]")
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             print(f"{name:<{width}}  (cannot be loaded: {type(exc).__name__}: {exc})")
     return 0

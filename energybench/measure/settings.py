@@ -38,7 +38,8 @@ class MeasureSettings(BaseModel):
         description="CodeCarbon's periodic measurement interval between window boundaries (it also measures at each boundary)",
     )
     host_tracking_mode: Literal["machine", "process"] = Field(
-        "machine", description="CodeCarbon tracking_mode: whole machine, or this process's share of CPU load"
+        "process", description="CodeCarbon tracking_mode: this run's process tree's share of CPU load and its own "
+        "memory (default), or the whole machine (double-counts runs side by side with --jobs)"
     )
 
     # --- memory --------------------------------------------------------------

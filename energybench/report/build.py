@@ -113,8 +113,38 @@ def flatten_row(r: dict) -> dict:
         if isinstance(figs, dict):
             figures(f"{w}.", figs)
     figures("", r.get("accounting") or {})
+    _unshare(flat, r)
     _host_energy(flat)
     return flat
+
+
+SHARED_HOST = ("cpu_energy_kwh", "ram_energy_kwh")
+SHARED_GPU = ("gpu_energy_kwh", "gpu_energy_read_kwh")
+
+
+def _unshare(flat: dict, r: dict) -> None:
+    """A figure shared with runs side by side (the whole machine's CPU/RAM energy, a shared GPU's counter) is not
+    this run's: null with the reason, so no table sums it as if each run had used it alone."""
+    detail = r.get("executor_detail") if isinstance(r.get("executor_detail"), dict) else {}
+    for w, figs in (r.get("windows") or {}).items():
+        if not isinstance(figs, dict):
+            continue
+        if r.get("host_shared_with_concurrent_runs") and figs.get("host_energy_scope") != "process":
+            n = detail.get("max_runs_on_host_at_once") or "several"
+            for k in SHARED_HOST:
+                if flat.get(f"{w}.{k}") is not None:
+                    flat[f"{w}.{k}"] = None
+                    flat[PROVENANCE + f"{w}.{k}"] = "shared"
+                    flat[REASON + f"{w}.{k}"] = (f"shared: {n} runs were on the host at once and CodeCarbon measured "
+                                                 "the whole machine, so it is not this run's own")
+        if r.get("gpu_shared_with_concurrent_runs"):
+            n = detail.get("max_runs_on_gpu_at_once") or "several"
+            for k in SHARED_GPU:
+                if flat.get(f"{w}.{k}") is not None:
+                    flat[f"{w}.{k}"] = None
+                    flat[PROVENANCE + f"{w}.{k}"] = "shared"
+                    flat[REASON + f"{w}.{k}"] = (f"shared: {n} runs were on its GPU at once; the board's counter "
+                                                 "is not this run's own")
 
 
 def load_frame(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
