@@ -39,7 +39,7 @@ def csv_text(df: pd.DataFrame) -> str:
         return df.to_csv(index=False)
     safe = df.copy()
     for c in safe.columns:
-        if safe[c].dtype == object:
+        if not pd.api.types.is_numeric_dtype(safe[c]):
             safe[c] = safe[c].map(csv_cell)
     safe.columns = [csv_cell(c) for c in safe.columns]
     return safe.to_csv(index=False)
