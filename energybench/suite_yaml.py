@@ -86,10 +86,15 @@ def parse_yaml(text: str, file: str) -> tuple[yaml.Node | None, object]:
         return load_yaml(text)
     except YamlRefused as exc:
         raise SuiteError([f"{file}:{p.line} {p.message}" for p in exc.problems]) from None
+    except yaml.reader.ReaderError as exc:  # a control character; its position is in characters
+        line = text[: exc.position].count("\n") + 1
+        char = f"#x{exc.character:04x}" if isinstance(exc.character, int) else repr(exc.character)
+        raise SuiteError([f"{file}:{line} (YAML syntax): unacceptable character {char}: {exc.reason}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark else 1
-        raise SuiteError([f"{file}:{line} (YAML syntax): {getattr(exc, 'problem', None) or exc}"]) from None
+        why = " ".join(str(getattr(exc, "problem", None) or exc).split())  # one line per problem
+        raise SuiteError([f"{file}:{line} (YAML syntax): {why}"]) from None
 
 
 def prescreen(path: str | Path) -> None:
