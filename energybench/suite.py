@@ -139,7 +139,8 @@ def _message(err: dict) -> str:
     ctx = err.get("ctx", {}) or {}
     if kind in ("greater_than", "greater_than_equal") and ctx.get("gt", ctx.get("ge")) in (0, 1) \
             and isinstance(err.get("input"), int) and not isinstance(err.get("input"), bool):
-        return "must be a positive integer"
+        return "must be 0 or more" if kind == "greater_than_equal" and ctx.get("ge") == 0 else \
+            "must be a positive integer"
     if kind in _FRIENDLY:
         try:
             return _FRIENDLY[kind].format(**ctx)
@@ -224,7 +225,8 @@ def _repeated_entries(data: dict, file: str, lines: dict) -> list[str]:
 
     check("methods", lambda m: m.get("label") or m.get("name"))
     check("seeds", lambda s: s if isinstance(s, int) and not isinstance(s, bool) else None)
-    check("backbones", lambda b: (b.get("name"), b.get("path")))  # run_id ignores the label
+    # run_id ignores the label: the same name and path is the same backbone
+    check("backbones", lambda b: b.get("name") if b.get("path") is None else f"{b.get('name')} at {b.get('path')}")
     return out
 
 

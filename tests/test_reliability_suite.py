@@ -79,7 +79,7 @@ def test_duplicate_keys_name_both_lines(tmp_path):
 @pytest.mark.parametrize("old, new, expect", [
     ("seeds: [0, 1]", "seeds: [0, 0]", ":11 seeds[1]: 0 repeats seeds[0] (line 11)"),
     ("  - name: tiny-t5\n", "  - name: tiny-t5\n  - name: tiny-t5\n    label: again\n",
-     ":5 backbones[1]: ('tiny-t5', None) repeats backbones[0] (line 4)"),
+     ":5 backbones[1]: 'tiny-t5' repeats backbones[0] (line 4)"),
     ("    r: 4\n", "    r: 4\n    label: full_ft\n", ":9 methods[1]: 'full_ft' repeats methods[0] (line 8)"),
 ])
 def test_repeated_entries_are_errors_with_their_line(tmp_path, old, new, expect):

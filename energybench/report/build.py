@@ -118,8 +118,8 @@ def flatten_row(r: dict) -> dict:
     return flat
 
 
-SHARED_HOST = ("cpu_energy_kwh", "ram_energy_kwh")
-SHARED_GPU = ("gpu_energy_kwh", "gpu_energy_read_kwh")
+SHARED_HOST = ("cpu_energy_kwh", "ram_energy_kwh", "energy_kwh", "emissions_kg")
+SHARED_GPU = ("gpu_energy_kwh", "gpu_energy_read_kwh", "energy_kwh", "emissions_kg")
 
 
 def _unshare(flat: dict, r: dict) -> None:
