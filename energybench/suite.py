@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from energybench.measure.settings import MeasureSettings
 from energybench.registry import UnknownMethodError, load_method
 from energybench.run.executors.settings import ExecutorSettings
-from energybench.suite_yaml import SuiteError, parse_yaml, read_suite_text
+from energybench.suite_yaml import NOT_A_MAPPING, SuiteError, parse_yaml, read_suite_text
 from energybench.train.settings import TrainingOverrides, TrainingSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -176,7 +176,7 @@ def load_suite(path: str | Path) -> Suite:
 def parse_suite(text: str, file: str = "<suite>") -> Suite:
     node, data = parse_yaml(text, file)
     if not isinstance(data, dict):
-        raise SuiteError([f"{file}:1 (top level): a suite is a mapping of fields (name, backbones, tasks, methods, ...)"])
+        raise SuiteError([f"{file}:1 {NOT_A_MAPPING}"])
     lines = _line_index(node)
     problems: list[str] = []
     suite = None

@@ -101,7 +101,12 @@ def prescreen(path: str | Path) -> None:
     """Read and parse a suite file with nothing but PyYAML: the cheap refusals (size, encoding, syntax,
     bombs, duplicate keys, non-finite numbers) in a fraction of a second, before torch is imported."""
     path = Path(path)
-    parse_yaml(read_suite_text(path), str(path))
+    _, data = parse_yaml(read_suite_text(path), str(path))
+    if not isinstance(data, dict):
+        raise SuiteError([f"{path}:1 {NOT_A_MAPPING}"])
+
+
+NOT_A_MAPPING = "(top level): a suite is a mapping of fields (name, backbones, tasks, methods, ...)"
 
 
 def _expanded_size(root: yaml.Node) -> int:
