@@ -1,9 +1,13 @@
 """One ``RunResult`` row per run, appended atomically to ``results.jsonl``.
 
-The runner is the only writer. Each row is one ``os.write`` of a complete
-line followed by fsync, so a kill can at worst leave a torn *last* line; the
-reader skips it (with a warning) and the next append cuts it off first, so a
-torn line never ends up in the middle of the file.
+The runner is the only writer. Each row is a complete line written whole
+(``os.write`` may write fewer bytes than asked — a full disk does — so the
+rest is written until done) and fsynced; a write that fails (ENOSPC, EIO)
+truncates the file back to its earlier rows and raises
+:class:`ResultsWriteError` naming the file and the free space. A kill can at
+worst leave a torn *last* line; the reader skips it (with a warning) and the
+next append cuts it off first, so a torn line never ends up in the middle of
+the file. Report and baseline files go through :func:`write_file_atomic`.
 """
 
 from __future__ import annotations

@@ -100,29 +100,28 @@ def test_run_prints_the_resumable_stop_message(tmp_path, monkeypatch, capsys, su
 
 def test_children_do_not_import_modules_from_the_current_directory(tmp_path):
     """A fresh run process and the fork server (whose preload imports peft) must not run ./peft/__init__.py."""
-    from energybench.run.isolate import child_command
+    from energybench.run.executors.process import CHILD_COMMAND
 
     marker = tmp_path / "executed"
     (tmp_path / "peft").mkdir()
-    (tmp_path / "peft" / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('x')\n")
-    (tmp_path / "probe.py").write_text(f"open({str(marker)!r}, 'a').write('probe')\n")
-    fresh = subprocess.run([*child_command("probe")], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    (tmp_path / "peft" / "__init__.py").write_text(f"open({str(marker)!r}, 'a').write('peft ')\n")
+    (tmp_path / "probe.py").write_text(f"open({str(marker)!r}, 'a').write('probe ')\n")
+    # the fresh interpreter's command line, with the run module swapped for one that sits in the cwd
+    fresh = subprocess.run([*CHILD_COMMAND[:-1], "probe"], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=120)
     assert "No module named probe" in fresh.stderr and not marker.exists()
-    script = textwrap.dedent(f"""
+    script = textwrap.dedent("""
         import sys
         sys.path.insert(0, "")  # as `python -m energybench.cli` has it
         from energybench.run.executors import forkserver
-        forkserver.PRELOAD = ["energybench.run.isolate", "peft"]
-        ctx = forkserver._ctx()
-        import os
-        os.environ.setdefault("PYTHONSAFEPATH", "1")
-        p = ctx.Process(target=exec, args=("import peft, sys; sys.exit(0 if 'site-packages' in peft.__file__ else 3)",))
-        p.start(); p.join()
-        sys.exit(p.exitcode)
+        proc, stream = forkserver.start("no-such-spec.json", "result.json", {"CUDA_VISIBLE_DEVICES": ""})
+        out = stream.read()
+        proc.wait()
+        print(out[-500:])
     """)
-    forked = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert forked.returncode == 0, forked.stderr[-2000:]
-    assert not marker.exists()
+    forked = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert "no-such-spec.json" in forked.stdout, forked.stdout + forked.stderr[-2000:]  # the forked run did start
+    assert not marker.exists(), marker.read_text()
 
 
 def test_a_foreign_non_empty_folder_is_not_overwritten(tmp_path):
