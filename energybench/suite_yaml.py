@@ -17,6 +17,7 @@ PyYAML was built with it (ten times faster than the pure-Python parser).
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,16 @@ import yaml
 MAX_SUITE_BYTES = 1_000_000
 MAX_NODES = 20_000  # nodes after alias expansion; a large real suite has a few hundred
 
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+class _Loader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """Safe loading, plus YAML 1.2's floats: PyYAML (YAML 1.1) reads ``1e-3`` (no dot) as a string, which a
+    strict schema would then refuse as "not a number"."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$""", re.X),
+    list("-+0123456789"))
 
 
 @dataclass

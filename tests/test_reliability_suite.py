@@ -148,3 +148,11 @@ def test_builtin_suites_keep_writing_under_the_current_directory():
     from energybench.cli import resolve_suite_path
 
     assert resolve_output_dir("runs/quickstart", resolve_suite_path("quickstart")) == Path("runs/quickstart")
+
+
+def test_exponent_floats_without_a_dot_are_numbers_and_strict_integers_refuse_them(tmp_path):
+    """PyYAML reads `3e-4` as a string (YAML 1.1); strict types would then refuse a valid learning rate."""
+    (tmp_path / "s.yaml").write_text(GOOD.replace("batch_size: 8", "batch_size: 8\n  learning_rate: 3e-4"))
+    assert load_suite(tmp_path / "s.yaml").training.learning_rate == 3e-4
+    msgs = problems(tmp_path, GOOD.replace("max_steps: 5", "max_steps: 1e29"))
+    assert any(":14 training.max_steps: must be an integer (got 1e+29)" in m for m in msgs), msgs
