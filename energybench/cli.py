@@ -21,6 +21,22 @@ def _err(msg: str) -> int:
     return 2
 
 
+def _install_plain_warnings() -> None:
+    """energybench's own warnings (a torn last line of an interrupted run) as one plain line, not Python's
+    "file:line: UserWarning: ..." with a source line; other packages' warnings keep their format."""
+    from energybench.results import TornLineWarning
+
+    default = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, TornLineWarning):
+            print(f"energybench: warning: {message}", file=sys.stderr)
+        else:
+            default(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def resolve_suite_path(arg: str | None) -> Path:
     """A suite file path, or the name of a suite shipped with the package."""
     if arg is None:
@@ -31,18 +47,40 @@ def resolve_suite_path(arg: str | None) -> Path:
     return Path(str(resources.files("energybench.suites") / f"{arg}.yaml"))
 
 
+def resolve_output_dir(output_dir: str, suite_path: Path) -> Path:
+    """A suite's relative ``output_dir`` is relative to the suite file's folder (not to wherever the command
+    runs), except for the built-in suites shipped in the package, whose runs go under the current directory."""
+    out = Path(output_dir).expanduser()
+    if out.is_absolute():
+        return out
+    builtin = Path(str(resources.files("energybench.suites"))).resolve()
+    folder = suite_path.resolve().parent
+    if folder == builtin:
+        return out
+    return folder / out
+
+
 def cmd_run(args) -> int:
+    from energybench.suite_yaml import SuiteError, prescreen
+
+    path = resolve_suite_path(args.suite)
+    try:
+        prescreen(path)  # size, encoding, YAML bombs, duplicate keys: refused before torch is imported
+    except SuiteError as exc:
+        return _err(f"invalid suite\n{exc}")
+
     from energybench.report.build import write_report
+    from energybench.results import ResultsFileError, ResultsWriteError, finished_run_ids
     from energybench.run.executors import ExecutorError, resolve_settings
     from energybench.run.preflight import PreflightError, preflight
     from energybench.run.runner import (
-        OutputDirLockedError,
+        OutputDirError,
         run_suite,
         suite_executor_settings,
     )
-    from energybench.suite import SuiteError, load_suite
+    from energybench.run.stopping import StopRequested, StopSignals
+    from energybench.suite import load_suite
 
-    path = resolve_suite_path(args.suite)
     try:
         suite = load_suite(path)
         preflight(suite, str(path))
@@ -56,13 +94,21 @@ def cmd_run(args) -> int:
             threads_per_run=args.threads_per_run, ray_address=args.ray_address, max_retries=args.max_retries))
     except ExecutorError as exc:
         return _err(str(exc))
-    out = Path(args.output_dir or suite.output_dir)
+    out = Path(args.output_dir) if args.output_dir else resolve_output_dir(suite.output_dir, path)
     print(f"suite {suite.name}: {len(suite.backbones)} backbone(s) × {len(suite.tasks)} task(s) × "
           f"{len(suite.methods)} method(s) × {len(suite.seeds)} seed(s) → {out}  [{settings.concurrency_hint}]")
     try:
-        summary = run_suite(suite, out, settings=settings)
-    except OutputDirLockedError as exc:
-        return _err(str(exc))
+        with StopSignals() as stop:
+            summary = run_suite(suite, out, settings=settings, stop=stop)
+    except StopRequested as exc:
+        s = exc.summary
+        saved = (s.skipped + s.ok) if s is not None else _count_saved(finished_run_ids, out)
+        total = s.total if s is not None else "?"
+        print(f"\nstopped: {saved} of {total} runs saved in {out}; run the same command to resume", file=sys.stderr)
+        return exc.exit_code
+    except (OutputDirError, ResultsFileError, ResultsWriteError) as exc:
+        return _err(f"{exc}\n(the grid stopped; rows already in results.jsonl are kept — fix this and run the same "
+                    "command to resume)")
     except ExecutorError as exc:
         return _err(f"{exc}\n(no run was started)")
     print(f"{summary.ok} finished, {summary.failed} failed, {summary.skipped} skipped (already done) "
@@ -74,14 +120,24 @@ def cmd_run(args) -> int:
               "(failed trials count as tried; they do not fail the suite)")
         for f in summary.trial_failures:
             print(f"  trial failed: {f}")
-    files = write_report([out], out, formats=("md", "csv", "html", "png"))
+    try:
+        files = write_report([out], out, formats=("md", "csv", "html", "png"))
+    except (ResultsWriteError, ResultsFileError, ValueError) as exc:
+        return _err(f"the runs are saved in {out}, but the report could not be written: {exc}")
     print(f"report: {files[0]}")
     return 1 if summary.failed else 0
 
 
+def _count_saved(finished_run_ids, out: Path) -> int | str:
+    try:
+        return len(finished_run_ids(out / "results.jsonl"))
+    except Exception:  # noqa: BLE001 - only for a message
+        return "?"
+
+
 def cmd_report(args) -> int:
     from energybench.report.build import FORMATS, write_report
-    from energybench.results import ResultsFileError
+    from energybench.results import ResultsFileError, ResultsWriteError
 
     formats = tuple(f.strip() for f in args.format.split(",") if f.strip())
     unknown = set(formats) - set(FORMATS)
@@ -89,7 +145,7 @@ def cmd_report(args) -> int:
         return _err(f"--format: unknown format(s) {', '.join(sorted(unknown))}; choose from {', '.join(FORMATS)}")
     try:
         files = write_report(args.run_dirs, args.output_dir, formats, baseline_method=args.baseline_method)
-    except (FileNotFoundError, ResultsFileError, ValueError) as exc:
+    except (FileNotFoundError, ResultsFileError, ResultsWriteError, ValueError) as exc:
         return _err(str(exc))
     for f in files:
         print(f)
@@ -104,13 +160,13 @@ def cmd_doctor(args) -> int:
 
 
 def cmd_methods(args) -> int:
-    from energybench.registry import load_method, method_names
+    from energybench.registry import implementer, load_method, method_names
 
     width = max(len(n) for n in method_names())
     for name in method_names():
         try:
             cls = load_method(name)
-            print(f"{name:<{width}}  {cls.summary}  [{cls.paper}; {cls.implemented_by}]")
+            print(f"{name:<{width}}  {cls.summary}  [{cls.paper}; {implementer(name)}]")
         except Exception as exc:  # noqa: BLE001 - a broken plugin must not hide the others
             print(f"{name:<{width}}  (cannot be loaded: {type(exc).__name__}: {exc})")
     return 0
@@ -144,7 +200,12 @@ def cmd_compare(args) -> int:
         return _err(str(exc))
     text = render_markdown(outcome, args.all) if args.format == "md" else RENDERERS[args.format](outcome)
     if args.output:
-        Path(args.output).write_text(text, encoding="utf-8")
+        from energybench.results import ResultsWriteError, write_file_atomic
+
+        try:
+            write_file_atomic(args.output, text)
+        except ResultsWriteError as exc:
+            return _err(str(exc))
     else:
         sys.stdout.write(text)
     return 1 if outcome.regressed else 0
@@ -154,9 +215,11 @@ def cmd_baseline_export(args) -> int:
     from energybench.regress.baseline import export_baseline
     from energybench.regress.sides import CompareInputError
 
+    from energybench.results import ResultsWriteError
+
     try:
         path, doc = export_baseline(args.run_dir, args.output)
-    except CompareInputError as exc:
+    except (CompareInputError, ResultsWriteError) as exc:
         return _err(str(exc))
     print(f"{path}: {len(doc['rows'])} finished run(s) from {args.run_dir} "
           f"(commit {doc['git_commit'] or 'unknown'})")
@@ -291,6 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
+    _install_plain_warnings()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     return args.func(args)

@@ -42,3 +42,16 @@ def load_method(name: str) -> type[Method]:
     if not (isinstance(cls, type) and issubclass(cls, Method)):
         raise TypeError(f"entry point {name!r} ({eps[name].value}) is not an energybench Method subclass")
     return cls
+
+
+def implementer(name: str) -> str:
+    """Who implements method ``name``: the class's ``implemented_by`` where it says (e.g. peft), else the
+    distribution that provides its entry point — a third-party plugin is not "energybench"."""
+    cls = load_method(name)
+    declared = cls.__dict__.get("implemented_by") or next(
+        (c.__dict__["implemented_by"] for c in cls.__mro__[1:] if c is not Method and "implemented_by" in c.__dict__),
+        None)
+    if declared:
+        return declared
+    dist = getattr(_entry_points()[name], "dist", None)
+    return getattr(dist, "name", None) or cls.implemented_by

@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -28,6 +29,7 @@ from energybench.measure.settings import MeasureSettings
 from energybench.registry import UnknownMethodError, load_method
 from energybench.run.blocks import SearchSettings, TargetSettings
 from energybench.run.executors.settings import ExecutorSettings
+from energybench.suite_yaml import NOT_A_MAPPING, SuiteError, parse_yaml, read_suite_text
 from energybench.train.settings import TrainingOverrides, TrainingSettings
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
@@ -98,6 +100,7 @@ class Suite(BaseModel):
             target.check_against([t.name for t in info.data["tasks"]],
                                  [(m.display, m.name) for m in info.data["methods"]])
         return target
+    _lines: dict = PrivateAttr(default_factory=dict)  # field path -> line, when parsed from a file
 
     @model_validator(mode="after")
     def _unique_labels(self):
@@ -106,14 +109,6 @@ class Suite(BaseModel):
         if dup:
             raise ValueError(f"method labels must be unique (give repeated methods a `label`): {', '.join(sorted(dup))}")
         return self
-
-
-class SuiteError(ValueError):
-    """A suite that cannot be run; the message names file:line and field path."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        super().__init__("\n".join(problems))
 
 
 # ---------------------------------------------------------------- line lookup
@@ -153,6 +148,7 @@ _FRIENDLY = {
     "greater_than": "must be greater than {gt}",
     "greater_than_equal": "must be at least {ge}",
     "less_than": "must be less than {lt}",
+    "less_than_equal": "must be at most {le}",
     "extra_forbidden": "unknown key (not a field of this section)",
     "missing": "required field is missing",
 }
@@ -163,7 +159,8 @@ def _message(err: dict) -> str:
     ctx = err.get("ctx", {}) or {}
     if kind in ("greater_than", "greater_than_equal") and ctx.get("gt", ctx.get("ge")) in (0, 1) \
             and isinstance(err.get("input"), int) and not isinstance(err.get("input"), bool):
-        return "must be a positive integer"
+        return "must be 0 or more" if kind == "greater_than_equal" and ctx.get("ge") == 0 else \
+            "must be a positive integer"
     if kind in _FRIENDLY:
         try:
             return _FRIENDLY[kind].format(**ctx)
@@ -175,10 +172,13 @@ def _message(err: dict) -> str:
     return msg[len("Value error, "):] if msg.startswith("Value error, ") else msg
 
 
-def _errors_to_problems(file: str, lines: dict, exc: ValidationError, prefix: tuple = ()) -> list[str]:
+def _errors_to_problems(file: str, lines: dict, exc: ValidationError, prefix: tuple = (),
+                        skip_top_level: bool = False) -> list[str]:
     out = []
     for err in exc.errors():
         loc = prefix + tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        if skip_top_level and not loc:
+            continue  # a cross-field rule already reported with its line (_repeated_entries)
         out.append(f"{file}:{_line_for(lines, loc)} {format_loc(loc)}: {_message(err)}")
     return out
 
@@ -189,41 +189,78 @@ def _errors_to_problems(file: str, lines: dict, exc: ValidationError, prefix: tu
 def load_suite(path: str | Path) -> Suite:
     """Parse and validate a suite file; raise :class:`SuiteError` listing every problem."""
     path = Path(path)
-    file = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SuiteError([f"{file}: suite file not found"]) from None
-    return parse_suite(text, file)
+    text = read_suite_text(path)
+    return parse_suite(text, str(path))
 
 
 def parse_suite(text: str, file: str = "<suite>") -> Suite:
-    try:
-        node = yaml.compose(text)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise SuiteError([f"{file}:{line} (YAML syntax): {getattr(exc, 'problem', exc)}"]) from None
+    node, data = parse_yaml(text, file)
     if not isinstance(data, dict):
-        raise SuiteError([f"{file}:1 (top level): a suite is a mapping of fields (name, backbones, tasks, methods, ...)"])
+        raise SuiteError([f"{file}:1 {NOT_A_MAPPING}"])
     lines = _line_index(node)
     problems: list[str] = []
     suite = None
+    repeated = _repeated_entries(data, file, lines)
     try:
-        suite = Suite.model_validate(data)
+        # strict: `batch_size: true` or `max_steps: 5.0` is a mistake, not 1 or 5
+        suite = Suite.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems += _errors_to_problems(file, lines, exc)
+        problems += _errors_to_problems(file, lines, exc, skip_top_level=bool(repeated))
+    problems += repeated
     raw_methods = data.get("methods")
     for i, raw in enumerate(raw_methods if isinstance(raw_methods, list) else []):
         try:
-            entry = MethodEntry.model_validate(raw)
+            entry = MethodEntry.model_validate(raw, strict=True)
         except ValidationError:
             continue  # already reported by the structural pass
         problems += _check_method(entry, i, file, lines)
     if problems:
         raise SuiteError(problems)
+    suite._lines = lines
     return suite
+
+
+def _repeated_entries(data: dict, file: str, lines: dict) -> list[str]:
+    """The same method label, seed or backbone twice would train the same run twice (or clash in the report)."""
+    out = []
+
+    def check(field: str, key) -> None:
+        items = data.get(field)
+        if not isinstance(items, list):
+            return
+        first: dict = {}
+        for i, item in enumerate(items):
+            try:
+                k = key(item)
+            except (AttributeError, TypeError):
+                continue
+            if k is None:
+                continue
+            if k in first:
+                j = first[k]
+                out.append(f"{file}:{_line_for(lines, (field, i))} {field}[{i}]: {k!r} repeats {field}[{j}] "
+                           f"(line {_line_for(lines, (field, j))}); {_REPEAT_HINT[field]}")
+            else:
+                first[k] = i
+
+    check("methods", lambda m: m.get("label") or m.get("name"))
+    check("seeds", lambda s: s if isinstance(s, int) and not isinstance(s, bool) else None)
+    # run_id ignores the label: the same name and path is the same backbone
+    check("backbones", lambda b: b.get("name") if b.get("path") is None else f"{b.get('name')} at {b.get('path')}")
+    return out
+
+
+_REPEAT_HINT = {
+    "methods": "method labels must be unique (give repeated methods a `label`)",
+    "seeds": "each seed runs once; remove the repeat",
+    "backbones": "the same backbone (name and path) twice would train the same runs twice; remove the repeat",
+}
+
+
+def suite_line(suite: Suite, *loc) -> int | None:
+    """The line of field path ``loc`` in the file ``suite`` was parsed from (None if it was not parsed from one)."""
+    lines = getattr(suite, "_lines", None)
+    return _line_for(lines, loc) if lines else None
 
 
 def _check_method(entry: MethodEntry, i: int, file: str, lines: dict) -> list[str]:

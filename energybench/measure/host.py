@@ -30,7 +30,11 @@ from typing import Any, Callable
 from energybench.measure.figures import ESTIMATED, MEASURED, Figures
 from energybench.measure.settings import MeasureSettings
 
-HOST_FIELDS = ("cpu_energy_kwh", "ram_energy_kwh", "host_energy_method", "carbon_intensity_kg_per_kwh")
+HOST_FIELDS = ("cpu_energy_kwh", "ram_energy_kwh", "host_energy_method", "host_energy_scope",
+               "carbon_intensity_kg_per_kwh")
+# host_energy_scope: "process" when CodeCarbon attributed CPU load and memory to this run's process tree
+# (tracking_mode="process" with its load model), "machine" when the figure is the whole machine's (machine mode,
+# or an energy counter such as RAPL, which covers every process on the package): runs side by side then share it.
 
 _COUNTER_MODES = {
     "intel_rapl": "RAPL package energy counter (whole CPU package, every process on it)",
@@ -94,6 +98,14 @@ class CodeCarbonTotals:
         self.tracker._ensure_geo_metadata()
         self.tracker._ensure_emissions_engine()
         return float(self.tracker._emissions.get_private_infra_emissions(Energy.from_energy(kWh=1.0), self.tracker._geo))
+
+    def scope(self) -> str:
+        """"process" if both CPU and RAM figures are this process tree's share, else "machine"."""
+        if getattr(self.tracker, "_tracking_mode", "machine") != "process":
+            return "machine"
+        cpu = next((h for h in self.tracker._hardware if type(h).__name__ == "CPU"), None)
+        mode = getattr(cpu, "_mode", None)
+        return "process" if mode == "cpu_load" else "machine"  # "constant" is 50% of TDP, whoever used it
 
     def method(self) -> tuple[str, str, str, str]:
         """(description, CPU provenance, CPU reason, RAM reason) of how CodeCarbon measures here."""
@@ -208,8 +220,13 @@ class HostEnergyTracker:
                 f.put("cpu_energy_kwh", cpu1 - start[0], cpu_prov, cpu_reason)
                 f.put("ram_energy_kwh", ram1 - start[1], ESTIMATED, ram_reason)
                 f.put("host_energy_method", desc, cpu_prov, cpu_reason)
+                scope = self.cc.scope()
+                f.put("host_energy_scope", scope, cpu_prov,
+                      "this run's process tree's CPU time and memory (CodeCarbon tracking_mode=process)"
+                      if scope == "process" else "the whole machine's CPU and RAM (CodeCarbon machine mode or an "
+                      "energy counter covering every process); shared by runs side by side")
             except Exception as exc:  # noqa: BLE001
-                for name in ("cpu_energy_kwh", "ram_energy_kwh", "host_energy_method"):
+                for name in ("cpu_energy_kwh", "ram_energy_kwh", "host_energy_method", "host_energy_scope"):
                     f.null(name, f"CodeCarbon measurement failed: {type(exc).__name__}: {exc}")
             if self._intensity is not None:
                 f.put("carbon_intensity_kg_per_kwh", self._intensity, ESTIMATED,

@@ -38,7 +38,8 @@ class MeasureSettings(BaseModel):
         description="CodeCarbon's periodic measurement interval between window boundaries (it also measures at each boundary)",
     )
     host_tracking_mode: Literal["machine", "process"] = Field(
-        "machine", description="CodeCarbon tracking_mode: whole machine, or this process's share of CPU load"
+        "process", description="CodeCarbon tracking_mode: this run's process tree's share of CPU load and its own "
+        "memory (default), or the whole machine (double-counts runs side by side with --jobs)"
     )
 
     # --- memory --------------------------------------------------------------
@@ -48,7 +49,7 @@ class MeasureSettings(BaseModel):
     )
 
     # --- latency and accounting ----------------------------------------------
-    latency_batch_size: PositiveInt = Field(1, description="inference latency batch size (READ: 1)")
-    latency_warmup: int = Field(3, ge=0)
-    latency_repeats: PositiveInt = Field(20)
+    latency_batch_size: PositiveInt = Field(1, le=65_536, description="inference latency batch size (READ: 1)")
+    latency_warmup: int = Field(3, ge=0, le=100_000)
+    latency_repeats: PositiveInt = Field(20, le=100_000)
     accounting: bool = Field(True, description="deterministic mem_model_bytes and FLOP accounting")

@@ -114,6 +114,9 @@ def check_backbone_available(name: str, path: str | None) -> str | None:
             return f"backbone.path {path!r} does not exist — point it at a folder saved with save_pretrained()"
         if not (p / "config.json").exists():
             return f"backbone.path {path!r} has no config.json — expected a folder saved with save_pretrained()"
+        if not any(p.glob("*.safetensors")):
+            return (f"backbone.path {path!r} has a config.json but no weights (*.safetensors) — save the model "
+                    "with save_pretrained(safe_serialization=True)")
         return None
     from energybench.models.hub import hub_reachable, model_cached
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from energybench.regress.sides import (
     CompareInputError,
     load_side,
 )
-from energybench.results import latest_by_run
+from energybench.results import ResultsWriteError, latest_by_run, write_file_atomic
 
 BASELINE_DROP = ("method_info", "traceback_tail", "warnings")
 
@@ -46,8 +45,9 @@ def export_baseline(run_dir: str | Path, out: str | Path) -> tuple[Path, dict]:
     if not doc["rows"]:
         raise CompareInputError(f"{run_dir}: no finished (ok) run to put in a baseline")
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsWriteError(f"{out.parent}: cannot create the folder ({exc.strerror or exc})") from None
+    write_file_atomic(out, json.dumps(doc, indent=1, sort_keys=True) + "\n")  # temp file, fsync, rename
     return out, doc

@@ -15,7 +15,8 @@ from energybench.results import (
     SCHEMA_VERSION,
     ResultsFileError,
     RunResult,
-    read_rows,
+    first_nonfinite,
+    read_numbered_rows,
 )
 
 BASELINE_FORMAT = "energybench-baseline"
@@ -45,6 +46,9 @@ def _validate(row: Any, where: str) -> dict:
         loc = ".".join(str(x) for x in first["loc"])
         raise CompareInputError(f"{where}: not an energybench result row — {loc}: {first['msg']} "
                                 f"({exc.error_count()} problem(s))") from None
+    bad = first_nonfinite(row)
+    if bad:  # -inf energy would count as an improvement, NaN compares false with everything
+        raise CompareInputError(f"{where}: {bad} is not a finite number; a result figure is a number or null")
     if int(row.get("schema_version", 1)) > SCHEMA_VERSION:
         raise CompareInputError(f"{where}: written by a newer energybench (row schema {row['schema_version']}, "
                                 f"this one reads up to {SCHEMA_VERSION}); upgrade energybench")
@@ -79,13 +83,12 @@ def load_side(path: str | Path) -> Side:
 
 def _read_results(p: Path) -> list[dict]:
     try:
-        rows = read_rows(p)
+        rows = read_numbered_rows(p)
     except ResultsFileError as exc:
-        raise CompareInputError(f"{exc} — a line in the middle of the file is damaged; fix or remove it") from None
+        raise CompareInputError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CompareInputError(f"{p}: cannot read ({exc})") from None
-    lines = [i for i, raw in enumerate(p.read_bytes().split(b"\n"), 1) if raw.strip()]
-    return [_validate(r, f"{p}:{line}") for r, line in zip(rows, lines)]
+    return [_validate(r, where) for where, r in rows]
 
 
 def _read_baseline(p: Path, doc: dict) -> list[dict]:

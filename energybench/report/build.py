@@ -21,6 +21,7 @@ from typing import Iterable, Iterator
 
 import pandas as pd
 
+from energybench.report.safe import csv_text, md_text
 from energybench.report.tables import (
     PROVENANCE,
     REASON,
@@ -32,7 +33,14 @@ from energybench.report.tables import (
     resolve_baseline,
     table_markdown,
 )
-from energybench.results import latest_by_run, read_rows
+from energybench.results import (
+    SCHEMA_VERSION,
+    ResultsWriteError,
+    first_nonfinite,
+    latest_by_run,
+    read_numbered_rows,
+    write_file_atomic,
+)
 
 FORMATS = ("md", "csv", "html", "png")
 DEFAULT_BASELINE = "full_ft"
@@ -41,11 +49,30 @@ DEFAULT_BASELINE = "full_ft"
 # --------------------------------------------------------------------------- loading
 
 
+REQUIRED = ("run_id", "backbone", "task", "method", "seed", "status")
+
+
+def _checked(where: str, r: dict) -> dict:
+    """A row the report can use, or a ValueError naming file:line (exit code 2, never a traceback later)."""
+    version = r.get("schema_version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version > SCHEMA_VERSION:
+        raise ValueError(f"{where}: row schema version {version!r} is not one this energybench reads "
+                         f"(up to {SCHEMA_VERSION}); upgrade energybench")
+    missing = [k for k in REQUIRED if r.get(k) is None]
+    if missing:
+        raise ValueError(f"{where}: result row lacks {', '.join(missing)}; fix or remove that line")
+    bad = first_nonfinite(r)
+    if bad:
+        raise ValueError(f"{where}: {bad} is not a finite number; a result figure is a number or null")
+    return r
+
+
 def load_rows(run_dirs: Iterable[str | Path]) -> list[dict]:
     """The latest row of every run in each directory, tagged with ``source`` (the directory)."""
     rows = []
     for d in run_dirs:
-        for r in latest_by_run(read_rows(d)).values():
+        checked = [_checked(where, r) for where, r in read_numbered_rows(d)]
+        for r in latest_by_run(checked).values():
             rows.append({**r, "source": str(d)})
     return rows
 
@@ -86,8 +113,38 @@ def flatten_row(r: dict) -> dict:
         if isinstance(figs, dict):
             figures(f"{w}.", figs)
     figures("", r.get("accounting") or {})
+    _unshare(flat, r)
     _host_energy(flat)
     return flat
+
+
+SHARED_HOST = ("cpu_energy_kwh", "ram_energy_kwh", "energy_kwh", "emissions_kg")
+SHARED_GPU = ("gpu_energy_kwh", "gpu_energy_read_kwh", "energy_kwh", "emissions_kg")
+
+
+def _unshare(flat: dict, r: dict) -> None:
+    """A figure shared with runs side by side (the whole machine's CPU/RAM energy, a shared GPU's counter) is not
+    this run's: null with the reason, so no table sums it as if each run had used it alone."""
+    detail = r.get("executor_detail") if isinstance(r.get("executor_detail"), dict) else {}
+    for w, figs in (r.get("windows") or {}).items():
+        if not isinstance(figs, dict):
+            continue
+        if r.get("host_shared_with_concurrent_runs") and figs.get("host_energy_scope") != "process":
+            n = detail.get("max_runs_on_host_at_once") or "several"
+            for k in SHARED_HOST:
+                if flat.get(f"{w}.{k}") is not None:
+                    flat[f"{w}.{k}"] = None
+                    flat[PROVENANCE + f"{w}.{k}"] = "shared"
+                    flat[REASON + f"{w}.{k}"] = (f"shared: {n} runs were on the host at once and CodeCarbon measured "
+                                                 "the whole machine, so it is not this run's own")
+        if r.get("gpu_shared_with_concurrent_runs"):
+            n = detail.get("max_runs_on_gpu_at_once") or "several"
+            for k in SHARED_GPU:
+                if flat.get(f"{w}.{k}") is not None:
+                    flat[f"{w}.{k}"] = None
+                    flat[PROVENANCE + f"{w}.{k}"] = "shared"
+                    flat[REASON + f"{w}.{k}"] = (f"shared: {n} runs were on its GPU at once; the board's counter "
+                                                 "is not this run's own")
 
 
 def load_frame(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
@@ -220,8 +277,8 @@ def failed_markdown(failed: pd.DataFrame) -> str:
         return ""
     lines = ["### Failed runs", "", "| Backbone | Task | Method | Seed | Error |", "|---|---|---|---|---|"]
     for _, r in failed.iterrows():
-        err = str(r.get("error") or "").replace("|", "\\|").replace("\n", " ")
-        lines.append(f"| {r['backbone']} | {r['task']} | {r['method']} | {r['seed']} | {err} |")
+        cells = [r["backbone"], r["task"], r["method"], r["seed"], r.get("error") or ""]
+        lines.append("| " + " | ".join(md_text(c) for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -235,9 +292,9 @@ def _plot_md(p, link: bool) -> list[str]:
 
 def report_markdown(rep: Report, link_plots: bool) -> str:
     notes = Footnotes()
-    out = [f"# {rep.title}", "", *[line + "  " for line in rep.intro], ""]
+    out = [f"# {md_text(rep.title)}", "", *[md_text(line) + "  " for line in rep.intro], ""]
     for sec in rep.sections:
-        out += [f"## Backbone: {sec.backbone}", ""]
+        out += [f"## Backbone: {md_text(sec.backbone)}", ""]
         for t in sec.tables:
             out += [f"### {t.title}", "", t.caption, "", table_markdown(t, notes), ""]
         figs = [line for p in sec.plots for line in _plot_md(p, link_plots)]
@@ -286,7 +343,10 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
     out = Path(out_dir or run_dirs[0])
     if out.suffix == ".jsonl":
         out = out.parent
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsWriteError(f"{out}: cannot create the report folder ({exc.strerror or exc})") from None
     if frame.empty:
         raise ValueError(f"{', '.join(map(str, run_dirs))}: results.jsonl holds no runs yet")
     with warnings.catch_warnings():
@@ -294,38 +354,26 @@ def write_report(run_dirs: list[str | Path], out_dir: str | Path | None = None,
         rep = build_report(frame, rows, run_dirs, baseline_method, plots="png" in formats or "html" in formats)
     written = []
     if "md" in formats:
-        p = out / "report.md"
-        p.write_text(report_markdown(rep, link_plots="png" in formats), encoding="utf-8")
-        written.append(p)
+        written.append(write_file_atomic(out / "report.md", report_markdown(rep, link_plots="png" in formats)))
     if "csv" in formats:
         for name, idx in (("report.csv", 0), ("efficiency.csv", 1)):
             parts = [t.tables[idx].export.assign(backbone=t.backbone) for t in rep.sections]
             df = pd.concat(parts) if parts else pd.DataFrame()
             if not df.empty:
                 df = df[["backbone", *[c for c in df.columns if c != "backbone"]]]
-            p = out / name
-            df.to_csv(p, index=False)
-            written.append(p)
+            written.append(write_file_atomic(out / name, csv_text(df)))
         extra: dict[str, list[pd.DataFrame]] = {}
         for sec in rep.sections:  # cost_to_target.csv, learning_rate_search.csv where the suite had them
             for t in sec.tables[2:]:
                 extra.setdefault(t.title.lower().replace(" ", "_").replace("-", "_"), []).append(
                     t.export.assign(backbone=sec.backbone))
         for name, parts in extra.items():
-            p = out / f"{name}.csv"
-            pd.concat(parts).to_csv(p, index=False)
-            written.append(p)
-        p = out / "runs.csv"
-        frame.to_csv(p, index=False)
-        written.append(p)
+            written.append(write_file_atomic(out / f"{name}.csv", csv_text(pd.concat(parts))))
+        written.append(write_file_atomic(out / "runs.csv", csv_text(frame)))
     if "html" in formats:
-        p = out / "report.html"
-        p.write_text(report_html(rep), encoding="utf-8")
-        written.append(p)
+        written.append(write_file_atomic(out / "report.html", report_html(rep)))
     if "png" in formats:
         for plot in [pl for s in rep.sections for pl in s.plots] + rep.extra_plots:
             if plot.png is not None:
-                p = out / plot.name
-                p.write_bytes(plot.png)
-                written.append(p)
+                written.append(write_file_atomic(out / plot.name, plot.png))
     return written

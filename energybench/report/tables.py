@@ -22,6 +22,8 @@ from typing import Literal
 
 import pandas as pd
 
+from energybench.report.safe import md_text
+
 REASON = "reason:"
 PROVENANCE = "provenance:"
 NOT_RECORDED = "not recorded by the run (no tracker produced this figure in that energybench version or setup)"
@@ -362,7 +364,7 @@ def efficiency_table(ok: pd.DataFrame, baseline: str | None, baseline_name: str,
 
 
 def _md_escape(s: str) -> str:
-    return s.replace("|", "\\|").replace("\n", " ")
+    return md_text(s)
 
 
 def render_cell_md(item, notes: Footnotes) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 import threading
 import time
@@ -124,6 +125,12 @@ def forked_main(spec_path: str, result_path: str, out, env: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     spec_path, result_path = argv
+    from energybench.run.isolate import drop_cwd_from_path
+
+    drop_cwd_from_path()  # a forked run inherits the server's path; a fresh one was started with -P
+    # The parent stops runs (SIGTERM) on Ctrl-C; a run that saw SIGINT itself would end in a traceback and a
+    # "failed" row instead of staying pending for the resume.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent()
     warnings.filterwarnings("ignore", category=FutureWarning)
     threads = apply_thread_limit()

@@ -10,7 +10,7 @@ from __future__ import annotations
 from energybench.models.backbones import check_backbone_available
 from energybench.registry import load_method
 from energybench.run.plan import resolved_training
-from energybench.suite import Suite, method_settings
+from energybench.suite import Suite, method_settings, suite_line
 from energybench.tasks import check_task_available, load_task
 from energybench.tasks.glue import TaskDataError
 from energybench.train.loop import planned_steps
@@ -24,22 +24,27 @@ class PreflightError(RuntimeError):
 
 def preflight(suite: Suite, file: str = "suite") -> None:
     problems = []
+
+    def where(*loc) -> str:
+        line = suite_line(suite, *loc)
+        return f"{file}:{line}" if line else file
+
     for i, b in enumerate(suite.backbones):
         reason = check_backbone_available(b.name, b.path)
         if reason:
-            problems.append(f"{file} backbones[{i}] ({b.name}): {reason}")
+            problems.append(f"{where('backbones', i, 'path' if b.path else 'name')} backbones[{i}] ({b.name}): {reason}")
     train_sizes: dict[str, int] = {}
     for i, t in enumerate(suite.tasks):
         reason = check_task_available(t.name, t.data_dir)
+        at = where("tasks", i, "data_dir" if t.data_dir else "name")
         if reason:
-            problems.append(f"{file} tasks[{i}] ({t.name}): {reason}")
-        else:
-            try:
-                data = load_task(t.name, t.data_dir, max_train_examples=suite.training.max_train_examples)
-            except TaskDataError as exc:  # a malformed file: bad input (exit 2), not a crash
-                problems.append(f"{file} tasks[{i}] ({t.name}): {exc}")
-                continue
-            train_sizes[t.name] = len(data.train)
+            problems.append(f"{at} tasks[{i}] ({t.name}): {reason}")
+            continue
+        try:
+            train_sizes[t.name] = len(load_task(t.name, t.data_dir,
+                                                max_train_examples=suite.training.max_train_examples).train)
+        except TaskDataError as exc:  # a malformed TSV: its file:line, under the suite entry that named it
+            problems.append(f"{at} tasks[{i}] ({t.name}): {exc}")
     problems += _label_truncation(suite, file)
     for i, m in enumerate(suite.methods):
         check = getattr(load_method(m.name), "check_schedule", None)
@@ -50,7 +55,7 @@ def preflight(suite: Suite, file: str = "suite") -> None:
         for task, n in train_sizes.items():
             reason = check(settings, planned_steps(n, cfg))
             if reason:
-                problems.append(f"{file} methods[{i}] ({m.display}) on {task}: {reason}")
+                problems.append(f"{where('methods', i)} methods[{i}] ({m.display}) on {task}: {reason}")
     if problems:
         raise PreflightError(problems)
 

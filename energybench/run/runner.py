@@ -41,6 +41,7 @@ from energybench.results import (
     finished_run_ids,
     latest_by_run,
     read_rows,
+    write_file_atomic,
 )
 from energybench.run.executors import (
     Executor,
@@ -50,24 +51,53 @@ from energybench.run.executors import (
 )
 from energybench.run.executors.process import OUTPUT_TAIL_LINES, run_in_child
 from energybench.run.plan import RunSpec, expand
+from energybench.run.stopping import StopRequested, StopSignals
 from energybench.suite import Suite
 
-__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirLockedError", "output_lock", "run_in_child",
+__all__ = ["LOCK_FILE", "OUTPUT_TAIL_LINES", "GridSummary", "OutputDirError", "OutputDirLockedError", "output_lock",
+           "run_in_child",
            "run_suite", "suite_executor_settings"]
 
 LOCK_FILE = ".energybench.lock"
 
 
-class OutputDirLockedError(RuntimeError):
+class OutputDirError(RuntimeError):
+    """The output directory cannot be used (read-only, not an energybench output directory, ...); exit code 2."""
+
+
+class OutputDirLockedError(OutputDirError):
     pass
+
+
+OUTPUT_MARKERS = (RESULTS_FILE, "suite.json", LOCK_FILE)
+
+
+def check_output_dir(out_dir: Path) -> None:
+    """Refuse a folder that holds files but none of an energybench output directory's: writing there would
+    overwrite someone's report.md or suite.json."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputDirError(f"{out_dir}: exists and is not a directory; choose another output directory")
+    try:
+        entries = {p.name for p in out_dir.iterdir()} if out_dir.is_dir() else set()
+    except OSError as exc:
+        raise OutputDirError(f"{out_dir}: cannot list the output directory ({exc.strerror or exc})") from None
+    if entries and not entries & set(OUTPUT_MARKERS):
+        shown = ", ".join(sorted(entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise OutputDirError(f"{out_dir}: not empty ({shown}) and not an energybench output directory (no "
+                             f"{RESULTS_FILE}); refusing to write into it — choose an empty or new folder")
 
 
 @contextmanager
 def output_lock(out_dir: Path) -> Iterator[None]:
     """Hold an exclusive lock on ``out_dir``; released even if the process is killed."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    fh = open(path, "a+", encoding="utf-8")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fh = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        what = "is a directory, not energybench's lock file; remove it" if path.is_dir() else (exc.strerror or exc)
+        raise OutputDirError(f"{path if path.is_dir() else out_dir}: cannot use the output directory ({what})") \
+            from None
     try:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -149,8 +179,9 @@ class _Grid:
     The executor is prepared on the first batch that has work, so a finished grid starts nothing.
     """
 
-    def __init__(self, suite: Suite, ex: Executor, results: Path, summary: GridSummary, echo: Callable[[str], None]):
-        self.suite, self.ex, self.results, self.summary, self.echo = suite, ex, results, summary, echo
+    def __init__(self, suite: Suite, ex: Executor, results: Path, summary: GridSummary, echo: Callable[[str], None],
+                 stop: StopSignals):
+        self.suite, self.ex, self.results, self.summary, self.echo, self.stop = suite, ex, results, summary, echo, stop
         self.bar: tqdm | None = None
         self.progress: _Progress | None = None
 
@@ -179,10 +210,11 @@ class _Grid:
                 payload.update(role=spec.role, trial=spec.trial)  # also on rows the executor made for a lost child
                 if annotate is not None:
                     payload = annotate(payload, rows)
-                append_result(self.results, payload)
-                rows[spec.run_id] = payload
-                self._count(spec, row)
-                self.bar.update(1)
+                with self.stop.atomic():  # a signal takes effect between appends, never inside one
+                    append_result(self.results, payload)
+                    rows[spec.run_id] = payload
+                    self._count(spec, row)
+                    self.bar.update(1)
         return {s.run_id: rows[s.run_id] for s in specs if s.run_id in rows}
 
     def _rescore(self, specs: list[RunSpec], rows: dict[str, dict], annotate) -> None:
@@ -225,8 +257,9 @@ class _Grid:
             return
         s.failed += 1
         s.failures.append(f"{spec.title}: {row.error}")
-        self.progress.write(f"  FAILED: {spec.title}: {row.error}" if self.progress.concurrent
-                            else f"  FAILED: {row.error}")
+        # numbered: the next run's header may already be printed (its child started first)
+        n = self.progress.numbers.get(spec.run_id, "?")
+        self.progress.write(f"  FAILED [{n}/{self.progress.total}] {spec.title}: {row.error}")
 
     def close(self) -> None:
         if self.bar is not None:
@@ -235,15 +268,19 @@ class _Grid:
 
 def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable[[str], None] = print,
               executor: Executor | Callable[[RunSpec, Callable[[str], None]], RunResult] | None = None,
-              settings: ExecutorSettings | None = None) -> GridSummary:
+              settings: ExecutorSettings | None = None, stop: StopSignals | None = None) -> GridSummary:
     """Run every pending run of ``suite``; return what happened.
 
     settings: where runs execute (default: the suite's ``executor:`` block, else serial and local);
     executor: an executor object to use instead (tests), or a callable run serially.
     With a ``search:`` block, every (backbone, task, method) first gets its learning-rate search
     (:mod:`energybench.run.search`); with a relative ``target:``, the reference method's runs finish first
-    (:mod:`energybench.run.target`). Raises :class:`energybench.run.executors.ExecutorError` before any run
-    starts when the executor cannot start.
+    (:mod:`energybench.run.target`).
+    stop: the signal handlers ``energybench run`` installed (a stop is raised between appends, never inside one).
+    Raises :class:`energybench.run.executors.ExecutorError` before any run starts when the executor cannot start,
+    :class:`OutputDirError` for an unusable output directory, :class:`~energybench.results.ResultsWriteError` when
+    a row cannot be written (the grid stops; earlier rows are intact) and
+    :class:`~energybench.run.stopping.StopRequested` (with ``.summary``) on SIGINT/SIGTERM.
     """
     from energybench.run import target as T
 
@@ -253,9 +290,11 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
     ex = _as_executor(executor, settings)
     summary = GridSummary(executor=getattr(ex, "name", "local"))
     t0 = time.perf_counter()
+    stop = stop or StopSignals()  # not entered: no handlers installed, atomic() is a plain block
+    check_output_dir(out)
     with output_lock(out):
-        (out / "suite.json").write_text(suite.model_dump_json(indent=2), encoding="utf-8")
-        grid = _Grid(suite, ex, results, summary, echo)
+        write_file_atomic(out / "suite.json", suite.model_dump_json(indent=2))
+        grid = _Grid(suite, ex, results, summary, echo, stop)
         try:
             learning_rates = None
             if suite.search is not None:
@@ -266,7 +305,7 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
             done = finished_run_ids(results)
             skipped = sum(1 for r in runs if r.run_id in done)
             if skipped:
-                echo(f"{skipped} of {len(runs)} runs already finished in {results}; skipping them")
+                echo(f"{skipped} of {len(runs)} runs already finished in {out}; skipping them")
             reference = T.reference_method(suite.target, runs) if suite.target is not None else None
             annotate = None
             if suite.target is not None:
@@ -274,6 +313,9 @@ def run_suite(suite: Suite, out_dir: str | Path | None = None, *, echo: Callable
                     return T.annotate(row, suite.target, [*rows.values(), row], reference)  # the reference is its own
             for phase in T.phases(suite.target, runs):
                 grid.dispatch(phase, annotate)
+        except StopRequested as exc:
+            exc.summary = summary
+            raise
         finally:
             grid.close()
             if grid.bar is not None:

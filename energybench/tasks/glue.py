@@ -68,6 +68,15 @@ def _read_tsv(path: Path, layout: TsvLayout, regression: bool) -> list[Example]:
             f"{path}: file not found — expected the GLUE TSV layout ({layout.folder}/train.tsv, "
             f"{layout.folder}/dev.tsv; see README, \"Local data\")"
         )
+    try:
+        return _parse_tsv(path, layout, regression)
+    except (UnicodeDecodeError, csv.Error) as exc:  # not text, or a broken quote: name the file, never a traceback
+        raise TaskDataError(f"{path}: not a readable UTF-8 TSV ({type(exc).__name__}: {exc})") from None
+    except IsADirectoryError:
+        raise TaskDataError(f"{path}: is a directory, not a TSV file") from None
+
+
+def _parse_tsv(path: Path, layout: TsvLayout, regression: bool) -> list[Example]:
     csv.field_size_limit(sys.maxsize)
     examples = []
     with path.open(encoding="utf-8", newline="") as fh:

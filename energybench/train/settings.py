@@ -18,33 +18,35 @@ _STRICT = ConfigDict(extra="forbid", frozen=True)
 
 
 class TrainingSettings(BaseModel):
-    """The training loop's settings; a method entry may override any of them."""
+    """The training loop's settings; a method entry may override any of them.
+
+    Upper bounds (``le``) refuse absurd values (``max_steps: 1e29``) at validation, not hours into a run."""
 
     model_config = _STRICT
-    learning_rate: PositiveFloat = 3e-4
-    batch_size: PositiveInt = 32
-    max_epochs: PositiveInt = 30
-    max_steps: PositiveInt | None = Field(None, description="cap on optimizer steps (None: max_epochs decides)")
+    learning_rate: PositiveFloat = Field(3e-4, le=10.0)
+    batch_size: PositiveInt = Field(32, le=65_536)
+    max_epochs: PositiveInt = Field(30, le=100_000)
+    max_steps: PositiveInt | None = Field(None, le=100_000_000, description="cap on optimizer steps (None: max_epochs decides)")
     warmup_ratio: float = Field(0.06, ge=0, lt=1)
-    weight_decay: NonNegativeFloat = 0.0
-    grad_clip: PositiveFloat | None = 1.0
-    patience: PositiveInt | None = Field(3, description="evaluations without improvement before stopping")
-    eval_every_steps: PositiveInt | None = Field(None, description="None: evaluate at the end of each epoch")
-    max_source_length: PositiveInt = 128
-    max_target_length: PositiveInt = 16
-    eval_batch_size: PositiveInt = 64
-    max_train_examples: PositiveInt | None = None
-    max_eval_examples: PositiveInt | None = Field(None, description="cap on validation/test examples (quick runs)")
+    weight_decay: NonNegativeFloat = Field(0.0, le=10.0)
+    grad_clip: PositiveFloat | None = Field(1.0, le=1e6)
+    patience: PositiveInt | None = Field(3, le=1_000_000, description="evaluations without improvement before stopping")
+    eval_every_steps: PositiveInt | None = Field(None, le=100_000_000, description="None: evaluate at the end of each epoch")
+    max_source_length: PositiveInt = Field(128, le=65_536)
+    max_target_length: PositiveInt = Field(16, le=65_536)
+    eval_batch_size: PositiveInt = Field(64, le=65_536)
+    max_train_examples: PositiveInt | None = Field(None, le=1_000_000_000)
+    max_eval_examples: PositiveInt | None = Field(None, le=1_000_000_000, description="cap on validation/test examples (quick runs)")
 
 
 class TrainingOverrides(BaseModel):
     model_config = _STRICT
-    learning_rate: PositiveFloat | None = None
-    batch_size: PositiveInt | None = None
-    max_epochs: PositiveInt | None = None
-    max_steps: PositiveInt | None = None
+    learning_rate: PositiveFloat | None = Field(None, le=10.0)
+    batch_size: PositiveInt | None = Field(None, le=65_536)
+    max_epochs: PositiveInt | None = Field(None, le=100_000)
+    max_steps: PositiveInt | None = Field(None, le=100_000_000)
     warmup_ratio: float | None = Field(None, ge=0, lt=1)
-    weight_decay: NonNegativeFloat | None = None
-    grad_clip: PositiveFloat | None = None
-    patience: PositiveInt | None = None
-    eval_every_steps: PositiveInt | None = None
+    weight_decay: NonNegativeFloat | None = Field(None, le=10.0)
+    grad_clip: PositiveFloat | None = Field(None, le=1e6)
+    patience: PositiveInt | None = Field(None, le=1_000_000)
+    eval_every_steps: PositiveInt | None = Field(None, le=100_000_000)

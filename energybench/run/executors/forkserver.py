@@ -27,8 +27,9 @@ from typing import IO, Mapping
 
 DISABLE_ENV = "ENERGYBENCH_FORKSERVER"
 # What every run imports before its first step; modules that fail to import are skipped by the server.
-PRELOAD = ["torch", "transformers.models.t5.modeling_t5", "peft", "codecarbon", "energybench.run.child",
-           "energybench.run.execute", "energybench.methods.base"]
+# energybench.run.isolate comes first: it takes the current directory off the server's sys.path.
+PRELOAD = ["energybench.run.isolate", "torch", "transformers.models.t5.modeling_t5", "peft", "codecarbon",
+           "energybench.run.child", "energybench.run.execute", "energybench.methods.base"]
 
 _lock = threading.Lock()
 _context = None
@@ -80,6 +81,9 @@ def start(spec_path: str, result_path: str, env: Mapping[str, str]) -> tuple[For
     """Fork a run from the warm server; returns it and its merged stdout/stderr as a text stream."""
     from energybench.run.child import forked_main
 
+    # The server is started as `python -c ...`, which would put the current directory first on its sys.path;
+    # PYTHONSAFEPATH (Python 3.11+) stops that before anything is imported (run/isolate.py does it on 3.10).
+    os.environ.setdefault("PYTHONSAFEPATH", "1")
     ctx = _ctx()
     reader, writer = ctx.Pipe(duplex=False)
     process = ctx.Process(target=forked_main, args=(spec_path, result_path, writer, dict(env)),

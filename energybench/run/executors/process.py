@@ -25,12 +25,13 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from energybench.results import RunResult
 from energybench.run.executors import forkserver
+from energybench.run.isolate import child_command
 
 if TYPE_CHECKING:
     from energybench.run.plan import RunSpec
 
 OUTPUT_TAIL_LINES = 40
-CHILD_COMMAND = (sys.executable, "-m", "energybench.run.child")
+CHILD_COMMAND = child_command("energybench.run.child")  # without the cwd on sys.path (run/isolate.py)
 
 
 def row_base(spec: RunSpec) -> dict[str, Any]:
