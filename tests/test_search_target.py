@@ -180,12 +180,12 @@ def test_scan_to_target_is_the_first_point_at_or_above():
 
 
 @pytest.mark.parametrize("block, message", [
-    ("search: {trials: 33}", "search.trials: Input should be less than or equal to 32"),
+    ("search: {trials: 33}", "search.trials: must be at most 32"),
     ("search: {low: 1.0e-2, high: 1.0e-3}", "low (0.01) must be below high (0.001)"),
     ("target: {sst2: 90.0}", "sst2 not among the suite's tasks"),
     ("target: {relative_to: dora, fraction: 0.9}", "'dora' is not one of the suite's methods"),
     ("target: {relative_to: full_ft}", "needs both relative_to"),
-    ("target: {relative_to: full_ft, fraction: 1.5}", "less than or equal to 1"),
+    ("target: {relative_to: full_ft, fraction: 1.5}", "must be at most 1"),
 ])
 def test_bad_blocks_name_the_field_and_line(tmp_path, block, message):
     text = suite_text(tmp_path / "out", extra=block)
