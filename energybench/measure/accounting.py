@@ -143,10 +143,12 @@ def account_training_step(
         activations = saved.total
         saved.held.clear()
         grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-        opt = optimizer_factory(trainable)
-        opt.step()
-        opt_bytes = sum(v.untyped_storage().nbytes() for state in opt.state.values()
-                        for v in state.values() if torch.is_tensor(v))
+        opt_bytes = 0
+        if trainable:
+            opt = optimizer_factory(trainable)
+            opt.step()
+            opt_bytes = sum(v.untyped_storage().nbytes() for state in opt.state.values()
+                            for v in state.values() if torch.is_tensor(v))
         return StepCost(MemoryBreakdown(params_bytes, grads_bytes, opt_bytes, activations),
                         int(counter.get_total_flops()), mode, semantics)
 
