@@ -94,10 +94,9 @@ def _work_copy(model: nn.Module, batch: dict, mode: str):
             return
         all_ones = masks_all_ones(batch)
         fm = new_fake_mode()
-        cpu_model = model if all(p.device.type == "cpu" for p in model.parameters()) else copy.deepcopy(model).cpu()
-        work = fake_copy(cpu_model, fm).train()
+        work = fake_copy(model, fm).train()
         with fm, replay_mask_decisions(all_ones):
-            yield work, fake_batch({k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}, fm)
+            yield work, fake_batch(batch, fm)
 
 
 def _autocast(dtype: torch.dtype | None):

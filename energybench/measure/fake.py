@@ -40,21 +40,31 @@ def storage_key(t: torch.Tensor) -> int:
     return t.untyped_storage()._cdata
 
 
+def _fake_cpu(t: torch.Tensor, mode: FakeTensorMode) -> torch.Tensor:
+    """The fake twin of ``t`` on the CPU (a GPU tensor's twin is moved there without touching its data)."""
+    fake = mode.from_tensor(t)
+    if fake.device.type != "cpu":
+        with mode:
+            fake = fake.to("cpu")
+    return fake
+
+
 def fake_copy(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
-    """A deep copy of ``model`` whose parameters and buffers are fake (same shapes, dtypes, sharing, requires_grad)."""
+    """A deep copy of ``model`` whose parameters and buffers are fake CPU tensors (same shapes, dtypes,
+    sharing, requires_grad); nothing of the real model is copied but its Python structure."""
     memo: dict[int, object] = {}
     for p in model.parameters():
         if id(p) not in memo:
-            memo[id(p)] = nn.Parameter(mode.from_tensor(p.detach()), requires_grad=p.requires_grad)
+            memo[id(p)] = nn.Parameter(_fake_cpu(p.detach(), mode), requires_grad=p.requires_grad)
     for b in model.buffers():
         if id(b) not in memo:
-            memo[id(b)] = mode.from_tensor(b)
+            memo[id(b)] = _fake_cpu(b, mode)
     return copy.deepcopy(model, memo)
 
 
 def fake_batch(batch: dict, mode: FakeTensorMode) -> dict:
     """The batch with every tensor replaced by its fake twin (other values kept)."""
-    return {k: mode.from_tensor(v) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return {k: _fake_cpu(v, mode) if torch.is_tensor(v) else v for k, v in batch.items()}
 
 
 def masks_all_ones(batch: dict) -> bool:

@@ -5,6 +5,8 @@ Owned by the train stage, so the loop does not import the suite schema that embe
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -35,6 +37,10 @@ class TrainingSettings(BaseModel):
     eval_batch_size: PositiveInt = 64
     max_train_examples: PositiveInt | None = None
     max_eval_examples: PositiveInt | None = Field(None, description="cap on validation/test examples (quick runs)")
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed", "bf16"] = Field(
+        "fp32", description="fp32; autocast with fp32 master weights (bf16-mixed, fp16-mixed + GradScaler); "
+                            "bf16: backbone cast to bfloat16 (train/precision.py)")
+    gradient_checkpointing: bool = Field(False, description="the backbone's own gradient_checkpointing_enable")
 
 
 class TrainingOverrides(BaseModel):
@@ -48,3 +54,5 @@ class TrainingOverrides(BaseModel):
     grad_clip: PositiveFloat | None = None
     patience: PositiveInt | None = None
     eval_every_steps: PositiveInt | None = None
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed", "bf16"] | None = None
+    gradient_checkpointing: bool | None = None
