@@ -28,6 +28,7 @@ from typing import Callable
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils.flop_counter import FlopCounterMode
 
 from energybench.measure.fake import fake_batch, fake_copy, masks_all_ones, new_fake_mode, replay_mask_decisions, storage_key
@@ -93,8 +94,9 @@ def _work_copy(model: nn.Module, batch: dict, mode: str):
             yield copy.deepcopy(model).cpu().train(), {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
             return
         all_ones = masks_all_ones(batch)
-        fm = new_fake_mode()
-        work = fake_copy(model, fm).train()
+        already = next((p.fake_mode for p in model.parameters() if isinstance(p, FakeTensor)), None)
+        fm = already or new_fake_mode()
+        work = (model if already is not None else fake_copy(model, fm)).train()  # a fake model is used in place
         with fm, replay_mask_decisions(all_ones):
             yield work, fake_batch(batch, fm)
 
