@@ -149,3 +149,15 @@ def test_unknown_mode_or_semantics_is_a_clear_error():
     with pytest.raises(ValueError, match="accounting_semantics"):
         account_training_step(nn.Linear(2, 2), lambda m, x: m(x["x"]).sum(), {"x": torch.randn(1, 2)}, _adamw,
                               semantics="tpu")
+
+
+def test_cuda_semantics_count_sdpa_flops_as_the_eager_matmuls():
+    """The CPU's fused attention has no FLOP formula; under CUDA semantics SDPA costs what eager attention's
+    two matmuls (and their four in backward) cost, for training and inference alike."""
+    _, eager = _model("lora", attn="eager")
+    _, sdpa = _model("lora", attn="sdpa")
+    batch = _batch()
+    e = account_training_step(eager, _loss, batch, _adamw, semantics="cpu")
+    s = account_training_step(sdpa, _loss, batch, _adamw, semantics="cuda")
+    assert s.train_flops == e.train_flops
+    assert account_inference(sdpa, _loss, batch, semantics="cuda") == account_inference(eager, _loss, batch, semantics="cpu")

@@ -155,12 +155,15 @@ def account_training_step(
 
 
 def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], object], batch: dict, *,
-                      mode: str = "fake", autocast_dtype: torch.dtype | None = None) -> int:
+                      mode: str = "fake", semantics: str = "cuda", autocast_dtype: torch.dtype | None = None) -> int:
     """FLOPs of one inference forward of ``model`` (in eval mode, no grad) on ``batch``."""
+    if semantics not in SEMANTICS:
+        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
     with _work_copy(model, batch, mode) as (work, work_batch):
         work.eval()
         counter = FlopCounterMode(display=False)
-        with counter, torch.no_grad(), _autocast(autocast_dtype):
+        kernels = CudaKernels(SavedTensors(storage_key, set())) if semantics == "cuda" else contextlib.nullcontext()
+        with counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
             forward_fn(work, work_batch)
         return int(counter.get_total_flops())
 

@@ -14,7 +14,10 @@ families keep alive until backward:
   matrix. Under CUDA semantics ``scaled_dot_product_attention`` is computed
   by the math path (same FLOPs, counted by ``FlopCounterMode`` as its matmuls)
   while the tensors that path saves are hidden from the counter, and the fused
-  kernel's saved tensors are counted instead: flash attention (fp16/bf16, no
+  kernel's saved tensors are counted instead (without gradients — inference
+  — only the FLOPs count; the CPU's fused attention has no FLOP formula in
+  ``torch.utils.flop_counter``, so CPU semantics count no attention FLOPs
+  where the CPU picks it): flash attention (fp16/bf16, no
   mask) with logsumexp (B, H, Lq); memory-efficient attention (an additive
   mask or bias such as T5's position bias, or fp32) with logsumexp
   (B, H, ⌈Lq/32⌉·32) and the mask. This mirrors the kernel choice of
@@ -96,8 +99,6 @@ class CudaKernels(TorchFunctionMode):
         a = {**dict(zip(names, args)), **kwargs}
         q, k, v, mask = a["query"], a["key"], a["value"], a.get("attn_mask")
         needs_grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v) if torch.is_tensor(t))
-        if not needs_grad:
-            return F.scaled_dot_product_attention(*args, **kwargs)
         self.saved.hidden += 1
         try:
             out = torch.ops.aten._scaled_dot_product_attention_math(
@@ -105,6 +106,8 @@ class CudaKernels(TorchFunctionMode):
                 scale=a.get("scale"), enable_gqa=a.get("enable_gqa", False))[0]
         finally:
             self.saved.hidden -= 1
+        if not needs_grad:  # inference: nothing is saved; the FLOPs are the math path's, as the fused kernel's
+            return out
         flash = mask is None and q.dtype in (torch.float16, torch.bfloat16)
         for t in (q, k, v, out) + (() if mask is None else (mask,)):
             self.saved.add(t)

@@ -164,7 +164,7 @@ def _estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batc
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             model = method.for_inference(model)
     infer = account_inference(model, lambda m, b: m(**b), _worst_case_batch(infer_batch, src, tgt, vocab),
-                              mode="fake", autocast_dtype=autocast_dtype(cfg.precision))
+                              mode="fake", semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision))
     return {"trainable_params": trainable, **cost.memory.as_fields(), "train_flops": cost.train_flops,
             "infer_flops": infer}
 

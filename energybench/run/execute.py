@@ -205,7 +205,7 @@ def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSe
         figs.null("infer_flops", "accounting disabled in the suite (measure.accounting: false)")
         return
     flops = account_inference(model, lambda m, b: m(**b), batch, mode=measure.accounting_mode,
-                              autocast_dtype=autocast_dtype(cfg.precision))
+                              semantics=measure.accounting_semantics, autocast_dtype=autocast_dtype(cfg.precision))
     figs.put("infer_flops", flops, MODELLED,
              f"torch.utils.flop_counter, one inference batch of the deployed model ({measure.accounting_mode} tensors)")
 
