@@ -110,7 +110,7 @@ def estimate_suite(suite: Suite, *, batch_size: int | None = None, gpu_memory: i
                "batch_size": batch_size or cfg.batch_size, "precision": cfg.precision,
                "gradient_checkpointing": cfg.gradient_checkpointing, "accounting_semantics": semantics}
         try:
-            row.update(_estimate_one(configs[job.backbone.display], job.method, cfg, row["batch_size"],
+            row.update(estimate_one(configs[job.backbone.display], job.method, cfg, row["batch_size"],
                                      source_length or cfg.max_source_length, target_length or cfg.max_target_length,
                                      suite.measure.latency_batch_size, semantics))
         except Exception as exc:  # noqa: BLE001 - one method's failure is its row, the table goes on
@@ -146,7 +146,8 @@ def _apply_on_meta(config, entry, cfg):
     raise AssertionError("unreachable")
 
 
-def _estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batch: int, semantics: str) -> dict:
+def estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batch: int, semantics: str) -> dict:
+    """The figures of one (backbone config, method entry, training settings) at the given batch shape."""
     model, method = _apply_on_meta(config, entry, cfg)
     trainable, _ = count_parameters(model)
     has_reg = method.overrides("regularizer")
