@@ -1,4 +1,4 @@
-"""Command line: run · report · methods · compare · baseline export · history add/show.
+"""Command line: run · estimate · report · methods · compare · baseline export · history add/show.
 
 Exit codes: 0 success, 1 a run failed (run) or a regression (compare),
 2 bad input (a suite, a file, an argument).
@@ -150,6 +150,26 @@ def cmd_report(args) -> int:
     for f in files:
         print(f)
     return 0
+
+
+def cmd_estimate(args) -> int:
+    from energybench.run.estimate import EstimateError, estimate_suite, parse_size, render
+    from energybench.suite import SuiteError, load_suite
+
+    try:
+        suite = load_suite(resolve_suite_path(args.suite))
+        gpu = parse_size(args.gpu_memory) if args.gpu_memory else None
+        if args.batch_size is not None and args.batch_size < 1:
+            raise EstimateError(f"--batch-size {args.batch_size}: must be at least 1")
+        rows = estimate_suite(suite, batch_size=args.batch_size, gpu_memory=gpu, source_length=args.source_length,
+                              target_length=args.target_length, semantics=args.semantics)
+        text = render(rows, args.format)
+    except SuiteError as exc:
+        return _err(f"invalid suite\n{exc}")
+    except EstimateError as exc:
+        return _err(str(exc))
+    sys.stdout.write(text)
+    return 1 if any(r.get("error") for r in rows) else 0
 
 
 def cmd_doctor(args) -> int:
@@ -308,6 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="method the '%% of' columns are relative to (default: full_ft)")
     rep.add_argument("-o", "--output-dir", help="where to write (default: the first run directory)")
     rep.set_defaults(func=cmd_report)
+    est = sub.add_parser("estimate", help="memory by part and FLOPs of every (backbone, method) of a suite, from "
+                         "configs alone (fake tensors: no training, no weights downloaded)")
+    est.add_argument("suite", nargs="?", help="suite YAML file, or a built-in name: " + ", ".join(BUILTIN_SUITES))
+    est.add_argument("--format", choices=("md", "csv", "json"), default="md")
+    est.add_argument("--batch-size", type=int, metavar="N", help="override every method's training batch size")
+    est.add_argument("--gpu-memory", metavar="SIZE", help="say whether mem_model_bytes fits: 80GB (10^9), 80GiB (2^30)")
+    est.add_argument("--source-length", type=int, metavar="N", help="source tokens (default: max_source_length)")
+    est.add_argument("--target-length", type=int, metavar="N", help="label tokens (default: max_target_length)")
+    est.add_argument("--semantics", choices=("cuda", "cpu"), help="saved-tensor semantics (default: the suite's "
+                     "measure.accounting_semantics, cuda)")
+    est.set_defaults(func=cmd_estimate)
     m = sub.add_parser("methods", help="list the registered fine-tuning methods")
     m.set_defaults(func=cmd_methods)
     d = sub.add_parser("doctor", help="print what this machine can measure (NVML, RAPL, CodeCarbon, CUDA) and how")

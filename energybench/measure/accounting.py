@@ -1,20 +1,41 @@
 """Deterministic cost accounting of one training step: memory by parts and FLOPs.
 
 Peak CUDA memory depends on the allocator, the driver and the kernels chosen;
-this accounting depends only on the model, the method and the batch, so the
-same configuration gives the same bytes on a laptop CPU and on an H100. That
-is what lets a CPU-only CI catch a memory regression exactly.
+this accounting depends only on the model, the method, the batch's shapes and
+the training settings, so the same configuration gives the same bytes on a
+laptop CPU and on an H100. That is what lets a CPU-only CI catch a memory
+regression exactly. The figures are *modelled* (measure/figures.py).
+
+Two modes count the same things:
+
+* ``fake`` (default): the step runs on a fake-tensor twin of the model
+  (:mod:`energybench.measure.fake`): no data is allocated and no arithmetic
+  runs, so it costs seconds and little host memory at any scale;
+* ``real``: the step runs on a real CPU copy, kept for cross-checks (with
+  dropout 0 and eager attention the two agree byte for byte and FLOP for FLOP).
+
+and two saved-tensor semantics (:mod:`energybench.measure.semantics`):
+``cuda`` (default; what the fused CUDA kernels save) or ``cpu``. Neither mode
+moves the caller's random state, so accounting never changes a training run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils.flop_counter import FlopCounterMode
+
+from energybench.measure.fake import fake_batch, fake_copy, masks_all_ones, new_fake_mode, replay_mask_decisions, storage_key
+from energybench.measure.semantics import SEMANTICS, CudaKernels, SavedTensors
+
+MODES = ("fake", "real")
+LossFn = Callable[[nn.Module, dict], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -44,9 +65,14 @@ class MemoryBreakdown:
         return d
 
 
-def _storage_key(t: torch.Tensor) -> tuple[str, int]:
-    s = t.untyped_storage()
-    return (str(t.device), s.data_ptr())
+@dataclass(frozen=True)
+class StepCost:
+    """One accounted training step: its memory by parts, its FLOPs, and how they were counted."""
+
+    memory: MemoryBreakdown
+    train_flops: int
+    mode: str
+    semantics: str
 
 
 def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -58,23 +84,91 @@ def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
     return out
 
 
-def saved_activation_bytes(loss_fn: Callable[[], torch.Tensor], exclude: set[tuple[str, int]]) -> int:
-    """Bytes of the distinct storages autograd saves while ``loss_fn`` runs."""
-    sizes: dict[tuple[str, int], int] = {}
-    held: list[torch.Tensor] = []  # keeps every saved storage alive, so no address is reused and counted once for two
+@contextlib.contextmanager
+def _work_copy(model: nn.Module, batch: dict, mode: str):
+    """(copy of the model in train mode, its batch), fake or real, inside the context the step must run in."""
+    if mode not in MODES:
+        raise ValueError(f"accounting_mode must be one of {', '.join(MODES)}, not {mode!r}")
+    with torch.random.fork_rng(devices=[]):
+        if mode == "real":
+            yield copy.deepcopy(model).cpu().train(), {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
+            return
+        all_ones = masks_all_ones(batch)
+        already = next((p.fake_mode for p in model.parameters() if isinstance(p, FakeTensor)), None)
+        fm = already or new_fake_mode()
+        work = (model if already is not None else fake_copy(model, fm)).train()  # a fake model is used in place
+        with fm, replay_mask_decisions(all_ones):
+            yield work, fake_batch(batch, fm)
 
-    def pack(t: torch.Tensor):
-        key = _storage_key(t)
-        if key not in exclude and key[1] != 0:
-            sizes[key] = t.untyped_storage().nbytes()
-            held.append(t)
-        return t
 
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = loss_fn()
-    loss.backward()
-    held.clear()
-    return sum(sizes.values())
+def _autocast(dtype: torch.dtype | None):
+    return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def account_training_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: dict,
+    optimizer_factory: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
+    *,
+    mode: str = "fake",
+    semantics: str = "cuda",
+    autocast_dtype: torch.dtype | None = None,
+) -> StepCost:
+    """Account one training step of a *copy* of ``model`` on ``batch``.
+
+    ``loss_fn(model, batch)`` runs the forward and returns the loss (the
+    method's regularizer included); it runs under ``torch.autocast`` with
+    ``autocast_dtype`` when given (mixed precision: the casts autocast saves
+    are counted as activations, the fp32 master weights as parameters).
+    Gradient checkpointing is followed as the model is set (the saved tensors
+    are then the checkpoints' inputs). The caller's model, gradients, optimizer
+    and random state are untouched.
+    """
+    if semantics not in SEMANTICS:
+        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
+    with _work_copy(model, batch, mode) as (work, work_batch):
+        params = _unique_parameters(work)
+        trainable = [p for p in params if p.requires_grad]
+        by_storage = {storage_key(p): p for p in params}
+        params_bytes = sum(p.untyped_storage().nbytes() for p in by_storage.values())
+        for p in trainable:
+            p.grad = None
+        saved = SavedTensors(storage_key, set(by_storage))
+        kernels = CudaKernels(saved) if semantics == "cuda" else contextlib.nullcontext()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), kernels, _autocast(autocast_dtype):
+                loss = loss_fn(work, work_batch)
+            loss.backward()
+        activations = saved.total
+        saved.held.clear()
+        grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
+        opt_bytes = 0
+        if trainable:
+            opt = optimizer_factory(trainable)
+            opt.step()
+            opt_bytes = sum(v.untyped_storage().nbytes() for state in opt.state.values()
+                            for v in state.values() if torch.is_tensor(v))
+        return StepCost(MemoryBreakdown(params_bytes, grads_bytes, opt_bytes, activations),
+                        int(counter.get_total_flops()), mode, semantics)
+
+
+def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], object], batch: dict, *,
+                      mode: str = "fake", semantics: str = "cuda", autocast_dtype: torch.dtype | None = None) -> int:
+    """FLOPs of one inference forward of ``model`` (in eval mode, no grad) on ``batch``."""
+    if semantics not in SEMANTICS:
+        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
+    with _work_copy(model, batch, mode) as (work, work_batch):
+        work.eval()
+        counter = FlopCounterMode(display=False)
+        kernels = CudaKernels(SavedTensors(storage_key, set())) if semantics == "cuda" else contextlib.nullcontext()
+        with counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
+            forward_fn(work, work_batch)
+        return int(counter.get_total_flops())
+
+
+# --- the closure-style helpers older callers use: real mode, CPU semantics ------------------------------
 
 
 def model_memory(
@@ -82,43 +176,19 @@ def model_memory(
     loss_fn: Callable[[nn.Module], torch.Tensor],
     optimizer_factory: Callable[[list[nn.Parameter]], torch.optim.Optimizer],
 ) -> MemoryBreakdown:
-    """Account one training step of a *copy* of ``model`` on the CPU.
-
-    ``loss_fn(model)`` runs the forward and returns the loss (the method's
-    regularizer included). The copy keeps the real model's weights, gradients
-    and optimizer untouched.
-    """
-    work = copy.deepcopy(model).cpu().train()
-    params = _unique_parameters(work)
-    trainable = [p for p in params if p.requires_grad]
-    param_keys = {_storage_key(p) for p in params}
-    params_bytes = sum(p.untyped_storage().nbytes() for p in {_storage_key(p): p for p in params}.values())
-    for p in trainable:
-        p.grad = None
-    act = saved_activation_bytes(lambda: loss_fn(work), param_keys)
-    grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-    opt = optimizer_factory(trainable)
-    opt.step()
-    opt_bytes = 0
-    for state in opt.state.values():
-        for v in state.values():
-            if torch.is_tensor(v):
-                opt_bytes += v.untyped_storage().nbytes()
-    return MemoryBreakdown(params_bytes, grads_bytes, opt_bytes, act)
+    """Memory of one real CPU training step of a copy of ``model``; ``loss_fn(model)`` closes over its batch."""
+    return account_training_step(model, lambda m, _b: loss_fn(m), {}, optimizer_factory,
+                                 mode="real", semantics="cpu").memory
 
 
 def train_step_flops(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tensor]) -> int:
-    """FLOPs of one forward + backward, counted by torch's FlopCounterMode."""
-    work = copy.deepcopy(model).cpu().train()
-    counter = FlopCounterMode(display=False)
-    with counter:
-        loss = loss_fn(work)
-        loss.backward()
-    return int(counter.get_total_flops())
+    """FLOPs of one real CPU forward + backward of a copy of ``model``."""
+    return account_training_step(model, lambda m, _b: loss_fn(m), {}, lambda p: torch.optim.AdamW(p, lr=1e-3),
+                                 mode="real", semantics="cpu").train_flops
 
 
 def inference_flops(model: nn.Module, forward_fn: Callable[[nn.Module], object]) -> int:
-    """FLOPs of one inference forward, counted by torch's FlopCounterMode."""
+    """FLOPs of one inference forward, counted by torch's FlopCounterMode on ``model`` itself."""
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         forward_fn(model)

@@ -2,7 +2,8 @@
 
 Provenance is one of MEASURED (hardware counter, CUDA allocator, OS),
 INTEGRATED (power samples), ESTIMATED (a model such as READ's utilization×p0
-or CodeCarbon's TDP) or UNAVAILABLE (value is None, reason says why). Result
+or CodeCarbon's TDP), MODELLED (the deterministic accounting) or UNAVAILABLE
+(value is None, reason says why). Result
 rows store values in one dict and provenance/reasons in two others, so tables
 stay flat for pandas.
 """
@@ -15,8 +16,9 @@ from typing import Any
 MEASURED = "measured"
 INTEGRATED = "integrated"
 ESTIMATED = "estimated"
+MODELLED = "modelled"  # computed from the model's shapes (the accounting), the same on every machine
 UNAVAILABLE = "unavailable"
-PROVENANCES = (MEASURED, INTEGRATED, ESTIMATED, UNAVAILABLE)
+PROVENANCES = (MEASURED, INTEGRATED, ESTIMATED, MODELLED, UNAVAILABLE)
 
 
 @dataclass

@@ -53,3 +53,7 @@ class MeasureSettings(BaseModel):
     latency_warmup: int = Field(3, ge=0, le=100_000)
     latency_repeats: PositiveInt = Field(20, le=100_000)
     accounting: bool = Field(True, description="deterministic mem_model_bytes and FLOP accounting")
+    accounting_mode: Literal["fake", "real"] = Field(
+        "fake", description="fake: fake tensors, seconds at any scale; real: a real CPU step, for cross-checks")
+    accounting_semantics: Literal["cuda", "cpu"] = Field(
+        "cuda", description="saved-for-backward tensors as the fused CUDA kernels keep them, or as the CPU's do")

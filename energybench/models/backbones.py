@@ -40,18 +40,11 @@ class Backbone:
 def tiny_t5_config(preset: str, vocab_size: int = 384, **overrides):
     from transformers import T5Config
 
-    kwargs = dict(TINY_PRESETS[preset])
-    kwargs.update(overrides)
-    return T5Config(
-        vocab_size=vocab_size,
-        dropout_rate=0.0,
-        decoder_start_token_id=0,
-        pad_token_id=0,
-        eos_token_id=1,
-        feed_forward_proj="relu",
-        tie_word_embeddings=False,
-        **kwargs,
-    )
+    kwargs = dict(dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+                  feed_forward_proj="relu", tie_word_embeddings=False)
+    kwargs.update(TINY_PRESETS[preset])
+    kwargs.update(overrides)  # e.g. dropout_rate, attn_implementation
+    return T5Config(vocab_size=vocab_size, **kwargs)
 
 
 def byte_tokenizer():

@@ -1,7 +1,8 @@
 """Executes one run inside its own process: build, measure, train, evaluate, account.
 
 Order matters for honest numbers. The deterministic accounting (memory by
-parts, FLOPs) runs on a copy of the model before training, on the run's first
+parts, FLOPs; fake tensors by default, so it costs seconds and moves no random
+state) runs on a copy of the model before training, on the run's first
 batch; then the ``train`` window wraps :func:`energybench.train.fit`
 (periodic validation included, as training cost is usually quoted), the
 ``eval`` window wraps the test-set evaluation, and the ``inference`` window
@@ -23,12 +24,8 @@ from typing import Callable
 import torch
 
 from energybench import __version__
-from energybench.measure.accounting import (
-    inference_flops,
-    model_memory,
-    train_step_flops,
-)
-from energybench.measure.figures import Figures
+from energybench.measure.accounting import account_inference, account_training_step
+from energybench.measure.figures import MODELLED, Figures
 from energybench.measure.latency import measure_latency, step_time_stats
 from energybench.measure.meter import Meter
 from energybench.measure.settings import MeasureSettings
@@ -50,6 +47,7 @@ from energybench.train.batches import (
 )
 from energybench.train.evaluate import evaluate
 from energybench.train.loop import fit, planned_steps
+from energybench.train.precision import autocast_dtype, prepare_backbone
 
 TRACEBACK_TAIL_LINES = 25
 
@@ -118,6 +116,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     if cfg.max_eval_examples:
         data.validation, data.test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
     backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed)
+    prepare_backbone(backbone.model, cfg.precision, cfg.gradient_checkpointing)
     tokenizer = backbone.tokenizer
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
@@ -130,7 +129,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     infer_examples = data.test[: measure.latency_batch_size]
     infer_batch = encode_sources(tokenizer, data.spec, infer_examples, cfg.max_source_length)
     infer_batch["labels"] = encode_targets(tokenizer, [target_text(data.spec, e) for e in infer_examples], cfg.max_target_length)
-    accounting = _accounting(model, method, first, measure)
+    accounting = _accounting(model, method, first, measure, cfg)
 
     model.to(device)
     windows: dict[str, dict] = {}
@@ -155,7 +154,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         if method.overrides("for_inference"):
             unmerged = _latency(model, batch, measure, device).as_dict()
             model = method.for_inference(model)
-        _count_inference_flops(accounting, model, batch, measure)
+        _count_inference_flops(accounting, model, batch, measure, cfg)
         meter.begin_window("inference")
         latency = _latency(model, batch, measure, device)
         windows["inference"] = meter.end_window("inference")
@@ -176,10 +175,10 @@ def _pruning(spec: RunSpec):
     return MedianPruning(payload) if payload and payload.get("pruner") == "median" else None
 
 
-def _loss_fn(method, batch: dict):
+def _loss_fn(method):
     has_reg = method.overrides("regularizer")
 
-    def loss(model):
+    def loss(model, batch):
         out = model(**batch).loss
         reg = method.regularizer(model) if has_reg else None
         return out if reg is None else out + reg
@@ -187,28 +186,40 @@ def _loss_fn(method, batch: dict):
     return loss
 
 
-def _accounting(model, method, train_batch: dict, measure: MeasureSettings) -> Figures:
+def _accounting_note(measure: MeasureSettings, cfg) -> str:
+    return (f"{measure.accounting_mode} tensors, {measure.accounting_semantics.upper()} saved-tensor semantics, "
+            f"{cfg.precision}{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (DESIGN.md)")
+
+
+def _accounting(model, method, train_batch: dict, measure: MeasureSettings, cfg) -> Figures:
+    """Memory by parts and FLOPs of one training step on the run's first batch (modelled, deterministic)."""
     figs = Figures()
     if not measure.accounting:
         for name in ("mem_model_bytes", "train_flops"):
             figs.null(name, "accounting disabled in the suite (measure.accounting: false)")
         return figs
-    mem = model_memory(model, _loss_fn(method, train_batch),
-                       lambda params: torch.optim.AdamW(params, lr=1e-3))
-    for name, value in mem.as_fields().items():
-        figs.put(name, value, "measured", "deterministic accounting on CPU (DESIGN.md)")
-    figs.put("train_flops", train_step_flops(model, _loss_fn(method, train_batch)), "measured",
-             "torch.utils.flop_counter, one training step")
+    cost = account_training_step(model, _loss_fn(method), train_batch,
+                                 lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
+                                 mode=measure.accounting_mode, semantics=measure.accounting_semantics,
+                                 autocast_dtype=autocast_dtype(cfg.precision))
+    note = _accounting_note(measure, cfg)
+    for name, value in cost.memory.as_fields().items():
+        figs.put(name, value, MODELLED, note)
+    figs.put("train_flops", cost.train_flops, MODELLED, f"torch.utils.flop_counter, one training step; {note}")
+    figs.values.update(accounting_mode=measure.accounting_mode, accounting_semantics=measure.accounting_semantics,
+                       precision=cfg.precision, gradient_checkpointing=cfg.gradient_checkpointing)
     return figs
 
 
-def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSettings) -> None:
+def _count_inference_flops(figs: Figures, model, batch: dict, measure: MeasureSettings, cfg) -> None:
     """FLOPs of one inference batch of the model as deployed (after ``for_inference``)."""
     if not measure.accounting:
         figs.null("infer_flops", "accounting disabled in the suite (measure.accounting: false)")
         return
-    figs.put("infer_flops", inference_flops(model, lambda m: m(**batch)), "measured",
-             "torch.utils.flop_counter, one inference batch of the deployed model")
+    flops = account_inference(model, lambda m, b: m(**b), batch, mode=measure.accounting_mode,
+                              semantics=measure.accounting_semantics, autocast_dtype=autocast_dtype(cfg.precision))
+    figs.put("infer_flops", flops, MODELLED,
+             f"torch.utils.flop_counter, one inference batch of the deployed model ({measure.accounting_mode} tensors)")
 
 
 def _latency(model, batch: dict, measure: MeasureSettings, device: torch.device) -> Figures:

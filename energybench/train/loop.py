@@ -26,6 +26,7 @@ from energybench.methods.base import Method
 from energybench.tasks.base import TaskData
 from energybench.train.batches import epoch_batches, to_device, training_batch
 from energybench.train.evaluate import evaluate
+from energybench.train.precision import Precision
 from energybench.train.settings import TrainingSettings
 
 
@@ -81,6 +82,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         optimizer, lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)))
     has_reg, has_step_hook = method.overrides("regularizer"), method.overrides("on_step_end")
     has_checkpoint_rule = method.overrides("checkpoint_allowed")
+    precision = Precision(cfg.precision, device)
     validation = data.validation if validation is None else validation
     rng = random.Random(seed)
     res = FitResult()
@@ -117,15 +119,17 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
             t0 = time.perf_counter()
             batch = to_device(training_batch(tokenizer, data.spec, examples, cfg.max_source_length,
                                              cfg.max_target_length), device)
-            loss = model(**batch).loss
-            if has_reg:
-                reg = method.regularizer(model)
-                if reg is not None:
-                    loss = loss + reg
-            loss.backward()
+            with precision.autocast():
+                loss = model(**batch).loss
+                if has_reg:
+                    reg = method.regularizer(model)
+                    if reg is not None:
+                        loss = loss + reg
+            precision.backward(loss)
             if cfg.grad_clip:
+                precision.unscale(optimizer)
                 torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            optimizer.step()
+            precision.step(optimizer)
             schedule.step()
             res.steps += 1
             res.examples += len(examples)

@@ -5,6 +5,8 @@ Owned by the train stage, so the loop does not import the suite schema that embe
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -37,6 +39,10 @@ class TrainingSettings(BaseModel):
     eval_batch_size: PositiveInt = Field(64, le=65_536)
     max_train_examples: PositiveInt | None = Field(None, le=1_000_000_000)
     max_eval_examples: PositiveInt | None = Field(None, le=1_000_000_000, description="cap on validation/test examples (quick runs)")
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed", "bf16"] = Field(
+        "fp32", description="fp32; autocast with fp32 master weights (bf16-mixed, fp16-mixed + GradScaler); "
+                            "bf16: backbone cast to bfloat16 (train/precision.py)")
+    gradient_checkpointing: bool = Field(False, description="the backbone's own gradient_checkpointing_enable")
 
 
 class TrainingOverrides(BaseModel):
@@ -50,3 +56,5 @@ class TrainingOverrides(BaseModel):
     grad_clip: PositiveFloat | None = Field(None, le=1e6)
     patience: PositiveInt | None = Field(None, le=1_000_000)
     eval_every_steps: PositiveInt | None = Field(None, le=100_000_000)
+    precision: Literal["fp32", "bf16-mixed", "fp16-mixed", "bf16"] | None = None
+    gradient_checkpointing: bool | None = None

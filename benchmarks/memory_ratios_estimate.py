@@ -1,0 +1,78 @@
+"""Training-step memory of every method vs full fine-tuning at READ's real batch, from `estimate` (no extrapolation).
+
+benchmarks/memory_ratios.py measured real CPU steps at small batches and
+carried them to batch 96 along a line; this one accounts batch 96 directly on
+fake tensors (energybench.run.estimate, CUDA saved-tensor semantics), with
+the public T5 configs' dropout (0.1), in fp32, bf16-mixed and bf16, with and
+without gradient checkpointing. Source length 128, target length 4 (a GLUE
+label plus EOS), as in memory_ratios.py.
+
+    python benchmarks/memory_ratios_estimate.py [--backbone t5-base-random] [--out reports/memory_ratios_estimate.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from energybench.registry import method_names
+from energybench.run.estimate import backbone_config, estimate_one
+from energybench.suite import BackboneEntry, MethodEntry
+from energybench.train.settings import TrainingSettings
+
+SETTINGS = [(p, gc) for p in ("fp32", "bf16-mixed", "bf16") for gc in (False, True)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backbone", default="t5-base-random")
+    ap.add_argument("--batch", type=int, default=96)
+    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--out")
+    args = ap.parse_args()
+    config = backbone_config(BackboneEntry(name=args.backbone))
+    config.dropout_rate = args.dropout
+    names = ["full_ft", *[n for n in method_names() if n != "full_ft"]]
+    table: dict[tuple[str, bool], dict[str, dict]] = {}
+    t0 = time.perf_counter()
+    for precision, gc in SETTINGS:
+        cfg = TrainingSettings(precision=precision, gradient_checkpointing=gc, batch_size=args.batch)
+        for name in names:
+            t = time.perf_counter()
+            table.setdefault((precision, gc), {})[name] = estimate_one(config, MethodEntry(name=name), cfg, args.batch,
+                                                                      128, 4, 1, "cuda")
+            print(f"  {precision} ckpt={gc} {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
+    lines = [f"# Training-step memory at batch {args.batch} ({args.backbone}, dropout {args.dropout}), from `energybench estimate`",
+             "", f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
+             "`python benchmarks/memory_ratios_estimate.py` in "
+             f"{time.perf_counter() - t0:.0f} s. Modelled: fake tensors, CUDA saved-tensor semantics, source 128 / "
+             "target 4 tokens, AdamW. mem_model_bytes in MiB (2^20 bytes) and as a ratio to full_ft in the same "
+             "setting; activations = tensors saved for backward. Not a CUDA peak: allocator slack, the CUDA "
+             "context and kernel workspaces come on top.", ""]
+    head = ["method"] + [f"{p}{' +ckpt' if gc else ''}" for p, gc in SETTINGS]
+    lines += ["## mem_model_bytes, MiB (ratio to full_ft)", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name in names:
+        cells = []
+        for key in SETTINGS:
+            r, full = table[key][name], table[key]["full_ft"]
+            cells.append(f"{r['mem_model_bytes'] / 2**20:,.0f} ({r['mem_model_bytes'] / full['mem_model_bytes']:.2f})")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "## By part, MiB (params / grads / optimizer / activations)", "", "| " + " | ".join(head) + " |",
+              "|" + "---|" * len(head)]
+    for name in names:
+        cells = [" / ".join(f"{table[key][name][k] / 2**20:,.0f}" for k in
+                            ("mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes", "mem_activations_bytes"))
+                 for key in SETTINGS]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,110 @@
+"""A fake-tensor twin of a model and its batch: the same shapes, dtypes and graph, no data, no arithmetic.
+
+torch's ``FakeTensorMode`` runs every operator's shape rule instead of its
+kernel, so one training step of a 7B model costs seconds and a few MB of host
+memory. Three things a plain ``copy.deepcopy`` under the mode gets wrong, and
+which this module handles:
+
+* parameters and buffers are copied through a deepcopy *memo* pre-filled with
+  their fake twins (built by one converter, so tied weights and views keep
+  sharing one fake storage, and a parameter stays trainable or frozen);
+* a fake tensor's storage reports ``data_ptr() == 0``, so callers key
+  storages by identity (:func:`storage_key`), never by address;
+* transformers drops an all-ones attention mask only when it can read the
+  mask (``masking_utils`` treats a fake mask as "being traced" and keeps it,
+  which changes the graph: an extra bias tensor per attention). The decision
+  is taken on the *real* batch before the fake step and replayed inside it
+  (:func:`replay_mask_decisions`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+from typing import Iterator
+
+import torch
+from torch import nn
+from torch._subclasses.fake_tensor import FakeTensor, FakeTensorMode
+
+MASK_KEYS = ("attention_mask", "decoder_attention_mask")
+
+
+def new_fake_mode() -> FakeTensorMode:
+    """A fake mode that accepts real constants (a model's non-parameter tensors) and fakes them on use."""
+    return FakeTensorMode(allow_non_fake_inputs=True)
+
+
+def storage_key(t: torch.Tensor) -> int:
+    """Identity of ``t``'s storage (the StorageImpl), valid for real and fake tensors alike."""
+    return t.untyped_storage()._cdata
+
+
+def _fake_cpu(t: torch.Tensor, mode: FakeTensorMode) -> torch.Tensor:
+    """The fake twin of ``t`` on the CPU (a GPU tensor's twin is moved there without touching its data)."""
+    fake = mode.from_tensor(t)
+    if fake.device.type != "cpu":
+        with mode:
+            fake = fake.to("cpu")
+    return fake
+
+
+def fake_copy(model: nn.Module, mode: FakeTensorMode) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are fake CPU tensors (same shapes, dtypes,
+    sharing, requires_grad); nothing of the real model is copied but its Python structure."""
+    memo: dict[int, object] = {}
+    for p in model.parameters():
+        if id(p) not in memo:
+            memo[id(p)] = nn.Parameter(_fake_cpu(p.detach(), mode), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        if id(b) not in memo:
+            memo[id(b)] = _fake_cpu(b, mode)
+    return copy.deepcopy(model, memo)
+
+
+def fake_batch(batch: dict, mode: FakeTensorMode) -> dict:
+    """The batch with every tensor replaced by its fake twin (other values kept)."""
+    return {k: _fake_cpu(v, mode) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def masks_all_ones(batch: dict) -> bool:
+    """True when every attention mask in the real batch is all ones (or there is none)."""
+    return all(bool(batch[k].bool().all()) for k in MASK_KEYS if torch.is_tensor(batch.get(k)))
+
+
+@contextlib.contextmanager
+def replay_mask_decisions(all_ones: bool) -> Iterator[None]:
+    """Inside, transformers decides whether a *fake* padding mask can be skipped as it would on the real batch.
+
+    A fake padding mask derives from the batch's masks (a slice of one, or
+    ``ones_like`` of the ids when none is given), so it is all ones exactly when
+    they all are. Without transformers this does nothing.
+    """
+    try:
+        from transformers import masking_utils as mu
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        yield
+        return
+    originals = {}
+
+    def wrap(name: str):
+        orig = getattr(mu, name)
+
+        def decided(padding_mask, *args, **kwargs):
+            if isinstance(padding_mask, FakeTensor):
+                if not all_ones:
+                    return False
+                padding_mask = None
+            return orig(padding_mask, *args, **kwargs)
+
+        originals[name] = orig
+        setattr(mu, name, decided)
+
+    for name in ("_ignore_causal_mask_sdpa", "_ignore_bidirectional_mask_sdpa", "_can_skip_bidirectional_mask_xpu"):
+        if hasattr(mu, name):
+            wrap(name)
+    try:
+        yield
+    finally:
+        for name, orig in originals.items():
+            setattr(mu, name, orig)
