@@ -22,7 +22,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings
+from energybench.methods.base import ApplyContext, Method, MethodSettings, peft_family_kwargs
 
 
 class DoRASettings(MethodSettings):
@@ -40,17 +40,17 @@ class DoRA(Method):
     implemented_by = "peft"
     Settings = DoRASettings
 
-    def peft_config(self):
+    def peft_config(self, model: nn.Module | None = None):
         from peft import LoraConfig
 
         s = self.settings
-        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                          target_modules=list(s.target_modules), use_dora=True)
+        family = peft_family_kwargs(model, s) if model is not None else {"target_modules": list(s.target_modules)}
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, use_dora=True, **family)
 
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+        return get_peft_model(model, self.peft_config(model))
 
     def for_inference(self, model: nn.Module) -> nn.Module:
         """The backbone with W′ = m·V/‖V‖ folded into its weights (peft ``merge_and_unload``)."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings
+from energybench.methods.base import ApplyContext, Method, MethodSettings, peft_family_kwargs
 
 
 class LoRASettings(MethodSettings):
@@ -27,16 +27,17 @@ class LoRA(Method):
     implemented_by = "peft"
     Settings = LoRASettings
 
-    def peft_config(self):
+    def peft_config(self, model: nn.Module | None = None):
         from peft import LoraConfig
 
         s = self.settings
-        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=list(s.target_modules))
+        family = peft_family_kwargs(model, s) if model is not None else {"target_modules": list(s.target_modules)}
+        return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, **family)
 
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config())
+        return get_peft_model(model, self.peft_config(model))
 
     def for_inference(self, model: nn.Module) -> nn.Module:
         return model.merge_and_unload()

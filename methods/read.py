@@ -42,6 +42,11 @@ probabilities need the decoder's *eager* attention (SDPA does not return
 them); ``apply`` switches the backbone's decoder to it, which changes nothing
 but float rounding. Inference is the same backbone pass followed by the RNNs
 (nothing to merge).
+
+Encoder family (BERT, RoBERTa, DeBERTa, MiniLM): N_E over the encoder
+layers only, the correction added to the last layer's states before the
+pooler and the trainable head, no Ψ (no decoder) — see
+``methods/read_encoder.py``.
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
 
 _CELL = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
@@ -205,6 +210,11 @@ class READ(Method):
     Settings = READSettings
 
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        if is_encoder(model):  # N_E only, correction before the pooler/head: methods/read_encoder.py
+            from energybench.methods.read_encoder import apply_read_encoder
+
+            s = self.settings
+            return apply_read_encoder(model, _CELL[s.rnn_type], s.rnn_dim, s.normalize_inputs, ctx.seed)
         check_t5_like(model, "READ")
         freeze(model)
         model.decoder.set_attn_implementation("eager")

@@ -39,13 +39,7 @@ from energybench.registry import load_method
 from energybench.results import RunResult
 from energybench.run.plan import RunSpec
 from energybench.tasks import load_task
-from energybench.tasks.formatting import target_text
-from energybench.train.batches import (
-    encode_sources,
-    encode_targets,
-    to_device,
-    training_batch,
-)
+from energybench.train.batches import to_device, training_batch
 from energybench.train.evaluate import evaluate
 from energybench.train.loop import fit, planned_steps
 
@@ -115,8 +109,8 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     data = load_task(spec.task.name, spec.task.data_dir, max_train_examples=cfg.max_train_examples)
     if cfg.max_eval_examples:
         data.validation, data.test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
-    backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed)
-    tokenizer = backbone.tokenizer
+    backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed, num_labels=data.spec.num_labels)
+    tokenizer, family = backbone.tokenizer, backbone.family
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
     method = method_cls(method_cls.Settings.model_validate(spec.method_settings))
@@ -124,10 +118,11 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     trainable, total = count_parameters(model)
     log(f"  {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3f}%); {total_steps} steps planned")
 
-    first = training_batch(tokenizer, data.spec, data.train[: cfg.batch_size], cfg.max_source_length, cfg.max_target_length)
-    infer_examples = data.test[: measure.latency_batch_size]
-    infer_batch = encode_sources(tokenizer, data.spec, infer_examples, cfg.max_source_length)
-    infer_batch["labels"] = encode_targets(tokenizer, [target_text(data.spec, e) for e in infer_examples], cfg.max_target_length)
+    first = training_batch(tokenizer, data.spec, data.train[: cfg.batch_size], cfg.max_source_length,
+                           cfg.max_target_length, family)
+    # seq2seq: the source and one label string (the forward that scores one candidate); encoder: the head's input
+    infer_batch = training_batch(tokenizer, data.spec, data.test[: measure.latency_batch_size],
+                                 cfg.max_source_length, cfg.max_target_length, family)
     accounting = _accounting(model, method, first, measure)
 
     model.to(device)
@@ -140,7 +135,7 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
 
         meter.begin_window("eval")
         score, metrics = evaluate(model, tokenizer, data.spec, data.test, cfg.max_source_length,
-                                  cfg.max_target_length, cfg.eval_batch_size, device)
+                                  cfg.max_target_length, cfg.eval_batch_size, device, family=family)
         windows["eval"] = meter.end_window("eval")
         log(f"  test {data.spec.metric} {score:.2f}")
 

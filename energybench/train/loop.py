@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from energybench.methods.base import Method
+from energybench.models.family import family_of
 from energybench.tasks.base import TaskData
 from energybench.train.batches import epoch_batches, to_device, training_batch
 from energybench.train.evaluate import evaluate
@@ -79,12 +80,13 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
     res = FitResult()
     best_state, bad_evals, running = None, 0, []
     per_epoch = math.ceil(len(data.train) / cfg.batch_size)
+    family = family_of(model).name  # how batches, losses and scores are formed
 
     def validate() -> bool:
         """Evaluate; return True when training should stop early."""
         nonlocal best_state, bad_evals
         score, _ = evaluate(model, tokenizer, data.spec, validation, cfg.max_source_length,
-                            cfg.max_target_length, cfg.eval_batch_size, device)
+                            cfg.max_target_length, cfg.eval_batch_size, device, family=family)
         loss = sum(running) / len(running) if running else float("nan")
         res.history.append({"step": res.steps, "train_loss": loss, "val_score": score})
         improved = res.best_val_score is None or score > res.best_val_score
@@ -103,7 +105,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         for examples in epoch_batches(data.train, cfg.batch_size, rng):
             t0 = time.perf_counter()
             batch = to_device(training_batch(tokenizer, data.spec, examples, cfg.max_source_length,
-                                             cfg.max_target_length), device)
+                                             cfg.max_target_length, family), device)
             loss = model(**batch).loss
             if has_reg:
                 reg = method.regularizer(model)
