@@ -202,6 +202,8 @@ def parse_suite(text: str, file: str = "<suite>") -> Suite:
         except ValidationError:
             continue  # already reported by the structural pass
         problems += _check_method(entry, i, file, lines)
+    if suite is not None:
+        problems += _check_families(suite, file, lines)
     if problems:
         raise SuiteError(problems)
     return suite
@@ -218,6 +220,40 @@ def _check_method(entry: MethodEntry, i: int, file: str, lines: dict) -> list[st
     except ValidationError as exc:
         return _errors_to_problems(file, lines, exc, prefix=loc)
     return []
+
+
+def _check_families(suite: Suite, file: str, lines: dict) -> list[str]:
+    """Every method must be defined on every backbone's model family; say which, and why not.
+
+    Families known without network (presets, packaged checkpoints, local
+    folders) are checked here; a hub name's family is checked by preflight
+    once its config is reachable.
+    """
+    out = []
+    for i, b in enumerate(suite.backbones):
+        family = family_for(b)
+        if family is None:
+            continue
+        for j, m in enumerate(suite.methods):
+            reason = load_method(m.name).unsupported_reason(family)
+            if reason:
+                loc = ("methods", j, "name")
+                out.append(f"{file}:{_line_for(lines, loc)} {format_loc(loc)} ({m.display}) with backbones[{i}] "
+                           f"({b.display}): {reason}")
+    return out
+
+
+def family_for(b: BackboneEntry) -> str | None:
+    """The model family of a suite's backbone when it is known without the network (else None)."""
+    from energybench.models.backbones import backbone_family
+    from energybench.models.family import all_presets
+    from energybench.models.packaged import PACKAGED
+
+    if b.path is None and b.name not in all_presets() and b.name not in PACKAGED:
+        return None
+    if b.path is not None and not (Path(b.path) / "config.json").exists():
+        return None
+    return backbone_family(b.name, b.path)
 
 
 def method_settings(entry: MethodEntry):

@@ -126,6 +126,9 @@ def backbone_family(name: str, path: str | None) -> str | None:
     try:
         from transformers import AutoConfig
 
-        return family_of_config(AutoConfig.from_pretrained(path or name)).name
+        from energybench.models.hub import hub_reachable
+
+        local_only = path is not None or not hub_reachable()
+        return family_of_config(AutoConfig.from_pretrained(path or name, local_files_only=local_only)).name
     except Exception:  # noqa: BLE001 - unreadable config: availability checks report it
         return None

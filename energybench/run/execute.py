@@ -113,7 +113,9 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     tokenizer, family = backbone.tokenizer, backbone.family
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
-    method = method_cls(method_cls.Settings.model_validate(spec.method_settings))
+    # The suite's own keys, not the resolved dump: a setting left out means "the family's default"
+    # (e.g. lora's targets on an encoder); the values of the keys given are the same either way.
+    method = method_cls(method_cls.Settings.model_validate(spec.method.settings_dict))
     model = method.apply(backbone.model, ApplyContext(total_steps=total_steps, seed=spec.seed, task_name=spec.task.name))
     trainable, total = count_parameters(model)
     log(f"  {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3f}%); {total_steps} steps planned")
@@ -129,7 +131,8 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     windows: dict[str, dict] = {}
     with Meter(build_trackers(measure, devices=[device])) as meter:
         meter.begin_window("train")
-        result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log)
+        result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed,
+                     log=log, family=family)
         windows["train"] = meter.end_window("train")
         windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
 

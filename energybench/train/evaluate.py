@@ -83,11 +83,11 @@ def head_predictions(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequ
 
 def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int,
              max_tgt: int, batch_size: int, device: torch.device,
-             family: str | None = None) -> tuple[float, dict[str, float]]:
-    """(score, metrics) of ``model`` on ``examples``, scored as its family is (module docstring)."""
-    from energybench.models.family import family_named, family_of
+             family: str = "seq2seq") -> tuple[float, dict[str, float]]:
+    """(score, metrics) of ``model`` on ``examples``, scored as ``family`` scores tasks (module docstring)."""
+    from energybench.models.family import family_named
 
-    fam = family_of(model) if family is None else family_named(family)
+    fam = family_named(family)
     was_training = model.training
     model.eval()
     try:

@@ -19,7 +19,6 @@ import torch
 from torch import nn
 
 from energybench.methods.base import Method
-from energybench.models.family import family_of
 from energybench.tasks.base import TaskData
 from energybench.train.batches import epoch_batches, to_device, training_batch
 from energybench.train.evaluate import evaluate
@@ -67,8 +66,11 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 
 def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: TrainingSettings, *,
         total_steps: int, device: torch.device, seed: int, validation=None,
-        log: Callable[[str], None] = print) -> FitResult:
-    """Train ``model`` with ``method``'s hooks; restore the best validation weights at the end."""
+        log: Callable[[str], None] = print, family: str = "seq2seq") -> FitResult:
+    """Train ``model`` with ``method``'s hooks; restore the best validation weights at the end.
+
+    ``family`` (the backbone's model family) decides how a batch, its loss and a score are formed.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
@@ -80,7 +82,6 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
     res = FitResult()
     best_state, bad_evals, running = None, 0, []
     per_epoch = math.ceil(len(data.train) / cfg.batch_size)
-    family = family_of(model).name  # how batches, losses and scores are formed
 
     def validate() -> bool:
         """Evaluate; return True when training should stop early."""
