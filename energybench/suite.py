@@ -202,7 +202,7 @@ def parse_suite(text: str, file: str = "<suite>") -> Suite:
         except ValidationError:
             continue  # already reported by the structural pass
         problems += _check_method(entry, i, file, lines)
-    if suite is not None:
+    if suite is not None and not problems:  # every method is known and valid: is it defined on each family?
         problems += _check_families(suite, file, lines)
     if problems:
         raise SuiteError(problems)
@@ -254,6 +254,18 @@ def family_for(b: BackboneEntry) -> str | None:
     if b.path is not None and not (Path(b.path) / "config.json").exists():
         return None
     return backbone_family(b.name, b.path)
+
+
+def with_data_dir(suite: Suite, data_dir: str) -> Suite:
+    """The suite with every GLUE task read from ``data_dir`` (a glue_data/ folder: SST-2/train.tsv, …).
+
+    ``energybench run SUITE --data-dir DIR``; synthetic tasks are left alone.
+    The folder becomes part of each task's configuration (and so of its run id).
+    """
+    from energybench.tasks.glue import GLUE_SPECS
+
+    tasks = [t.model_copy(update={"data_dir": str(data_dir)}) if t.name in GLUE_SPECS else t for t in suite.tasks]
+    return suite.model_copy(update={"tasks": tasks})
 
 
 def method_settings(entry: MethodEntry):
