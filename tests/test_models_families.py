@@ -151,3 +151,16 @@ methods:
     (problem,) = exc.value.problems
     assert problem.startswith("s.yaml:8 methods[1].name")
     assert "'t5only'" in problem and "'encoder'" in problem and "cross-attention" in problem and "tiny-bert" in problem
+
+
+@pytest.mark.parametrize("name", ["sst2_minilm", "glue_deberta", "quickstart_encoder"])
+def test_shipped_encoder_suites_validate_with_every_method(name):
+    from pathlib import Path
+
+    from energybench.registry import method_names
+    from energybench.suite import load_suite, with_data_dir
+
+    suite = load_suite(Path(__file__).resolve().parents[1] / "suites" / f"{name}.yaml")
+    assert {m.name for m in suite.methods} == set(method_names())
+    moved = with_data_dir(suite, "/data/glue")
+    assert all(t.data_dir == ("/data/glue" if not t.name.startswith("synth") else None) for t in moved.tasks)
