@@ -34,6 +34,11 @@ it twice.
 
 Masking zeroes E entries; it never shrinks tensors, so compute and memory stay
 at init_r for the whole run. ``for_inference`` merges ΔW into the weights.
+
+Encoder family (the paper's GLUE runs on DeBERTaV3-base): when the suite
+names no targets, all six matrix types of every layer (Wq, Wk, Wv, Wo, Wf1,
+Wf2, read from the layer's own ``nn.Linear`` modules), ``task_type="SEQ_CLS"``
+and the new classification head trained (``modules_to_save``).
 """
 
 from __future__ import annotations

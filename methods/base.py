@@ -105,12 +105,12 @@ def train_task_head(model: nn.Module) -> list[str]:
     fam = family_of(model)
     names = fam.head_modules(model)
     for name in names:
-        for p in fam_unwrapped(model).get_submodule(name).parameters():
+        for p in _unwrap(model).get_submodule(name).parameters():
             p.requires_grad_(True)
     return names
 
 
-def fam_unwrapped(model: nn.Module) -> nn.Module:
+def _unwrap(model: nn.Module) -> nn.Module:
     get_base = getattr(model, "get_base_model", None)
     return get_base() if callable(get_base) else model
 

@@ -9,7 +9,8 @@ the norm taken per output unit (peft: ``torch.linalg.norm(W, dim=1)``, the
 paper's column norm ‖·‖_c of its in×out W). m (one entry per output unit) is
 initialised to ‖W0‖ and trained with A and B; B starts at 0, so the model is
 the backbone at initialisation. The norm is detached from the graph (paper
-§4.3), which peft does. Defaults are LoRA's for T5 (r = 8, alpha = 8, q and v).
+§4.3), which peft does. Defaults are LoRA's for T5 (r = 8, alpha = 8, q and v);
+on an encoder, peft's target mapping and the head trained, as for ``lora``.
 
 Training is slower than LoRA (the norm of the full matrix is recomputed every
 forward) and unmerged inference far slower; ``for_inference`` merges W′ into
@@ -30,7 +31,8 @@ class DoRASettings(MethodSettings):
     alpha: float = Field(8.0, gt=0, description="scaling numerator: B·A is scaled by alpha/r")
     dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the input of the low-rank path")
     target_modules: list[str] = Field(default_factory=lambda: ["q", "v"], min_length=1,
-                                      description="names of the nn.Linear modules to adapt (T5: q, v as in LoRA)")
+                                      description="names of the nn.Linear modules to adapt (T5: q, v as in LoRA); "
+                                                  "left out on an encoder: peft's mapping (BERT: query, value)")
 
 
 class DoRA(Method):

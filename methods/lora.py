@@ -1,7 +1,9 @@
 """LoRA (Hu et al., ICLR 2022), wrapping Hugging Face peft's implementation.
 
 y = W0·x + (α/r)·B·A·dropout(x), B initialised to zero, so the model is the
-backbone at initialisation. Defaults are the LoRA paper's for T5 (q and v).
+backbone at initialisation. Defaults are the LoRA paper's for T5 (q and v);
+on an encoder, peft's own mapping for its architecture, with the new
+classification head trained (``task_type="SEQ_CLS"``, ``modules_to_save``).
 ``for_inference`` merges the update into the weights, as users deploy it.
 """
 
@@ -17,7 +19,9 @@ class LoRASettings(MethodSettings):
     r: PositiveInt = Field(8, description="rank of the update")
     alpha: float = Field(8.0, gt=0, description="scaling numerator: update is scaled by alpha/r")
     dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q", "v"], min_length=1)
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["q", "v"], min_length=1,
+        description="modules to adapt; left out: the family's default, peft's mapping (T5: q, v; BERT: query, value)")
 
 
 class LoRA(Method):

@@ -52,7 +52,8 @@ class Family:
     def matches(self, config) -> bool:
         raise NotImplementedError
 
-    def build_preset(self, preset: Preset, tokenizer, seed: int, num_labels: int | None) -> nn.Module:
+    def build_preset(self, preset: Preset, tokenizer, seed: int, num_labels: int | None,
+                     config_overrides: dict | None = None) -> nn.Module:
         """Random-weight model of ``preset`` (seeded), sized for ``tokenizer``'s vocabulary."""
         raise NotImplementedError
 
