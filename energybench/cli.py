@@ -79,10 +79,12 @@ def cmd_run(args) -> int:
         suite_executor_settings,
     )
     from energybench.run.stopping import StopRequested, StopSignals
-    from energybench.suite import load_suite
+    from energybench.suite import SuiteError, load_suite, with_data_dir
 
     try:
         suite = load_suite(path)
+        if args.data_dir:
+            suite = with_data_dir(suite, args.data_dir)
         preflight(suite, str(path))
     except SuiteError as exc:
         return _err(f"invalid suite\n{exc}")
@@ -304,6 +306,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="run a suite (default: the offline quickstart) and write its report")
     r.add_argument("suite", nargs="?", help="suite YAML file, or a built-in name: " + ", ".join(BUILTIN_SUITES))
     r.add_argument("--output-dir", help="override the suite's output_dir")
+    r.add_argument("--data-dir", metavar="DIR", help="read every GLUE task of the suite from this local glue_data "
+                   "folder (SST-2/train.tsv, SST-2/dev.tsv, …) instead of the hub")
     ex = r.add_argument_group("where runs execute (override the suite's executor: block)")
     ex.add_argument("--executor", choices=("local", "ray"), help="local child processes (default) or Ray tasks")
     ex.add_argument("--jobs", type=int, metavar="N", help="local: CPU-only runs at once (one torch thread each); "

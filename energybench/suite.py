@@ -214,6 +214,8 @@ def parse_suite(text: str, file: str = "<suite>") -> Suite:
         except ValidationError:
             continue  # already reported by the structural pass
         problems += _check_method(entry, i, file, lines)
+    if suite is not None and not problems:  # every method is known and valid: is it defined on each family?
+        problems += _check_families(suite, file, lines)
     if problems:
         raise SuiteError(problems)
     suite._lines = lines
@@ -274,6 +276,52 @@ def _check_method(entry: MethodEntry, i: int, file: str, lines: dict) -> list[st
     except ValidationError as exc:
         return _errors_to_problems(file, lines, exc, prefix=loc)
     return []
+
+
+def _check_families(suite: Suite, file: str, lines: dict) -> list[str]:
+    """Every method must be defined on every backbone's model family; say which, and why not.
+
+    Families known without network (presets, packaged checkpoints, local
+    folders) are checked here; a hub name's family is checked by preflight
+    once its config is reachable.
+    """
+    out = []
+    for i, b in enumerate(suite.backbones):
+        family = family_for(b)
+        if family is None:
+            continue
+        for j, m in enumerate(suite.methods):
+            reason = load_method(m.name).unsupported_reason(family)
+            if reason:
+                loc = ("methods", j, "name")
+                out.append(f"{file}:{_line_for(lines, loc)} {format_loc(loc)} ({m.display}) with backbones[{i}] "
+                           f"({b.display}): {reason}")
+    return out
+
+
+def family_for(b: BackboneEntry) -> str | None:
+    """The model family of a suite's backbone when it is known without the network (else None)."""
+    from energybench.models.backbones import backbone_family
+    from energybench.models.family import all_presets
+    from energybench.models.packaged import PACKAGED
+
+    if b.path is None and b.name not in all_presets() and b.name not in PACKAGED:
+        return None
+    if b.path is not None and not (Path(b.path) / "config.json").exists():
+        return None
+    return backbone_family(b.name, b.path)
+
+
+def with_data_dir(suite: Suite, data_dir: str) -> Suite:
+    """The suite with every GLUE task read from ``data_dir`` (a glue_data/ folder: SST-2/train.tsv, …).
+
+    ``energybench run SUITE --data-dir DIR``; synthetic tasks are left alone.
+    The folder becomes part of each task's configuration (and so of its run id).
+    """
+    from energybench.tasks.glue import GLUE_SPECS
+
+    tasks = [t.model_copy(update={"data_dir": str(data_dir)}) if t.name in GLUE_SPECS else t for t in suite.tasks]
+    return suite.model_copy(update={"tasks": tasks})
 
 
 def method_settings(entry: MethodEntry):

@@ -45,6 +45,11 @@ model evaluated and described after training always has the final budget.
 
 Masking zeroes E entries; it never shrinks tensors, so compute and memory stay
 at init_r for the whole run. ``for_inference`` merges ΔW into the weights.
+
+Encoder family (the paper's GLUE runs on DeBERTaV3-base): when the suite
+names no targets, all six matrix types of every layer (Wq, Wk, Wv, Wo, Wf1,
+Wf2, read from the layer's own ``nn.Linear`` modules), ``task_type="SEQ_CLS"``
+and the new classification head trained (``modules_to_save``).
 """
 
 from __future__ import annotations
@@ -54,7 +59,7 @@ from typing import Any
 from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings
+from energybench.methods.base import ApplyContext, Method, MethodSettings, is_encoder, peft_family_kwargs
 
 ADAPTER = "default"  # peft's name for the single adapter get_peft_model adds
 # The paper adapts all of W_q, W_k, W_v, W_o, W_f1, W_f2 (its §4); on T5 that is peft's own AdaLoRA default.
@@ -115,8 +120,11 @@ class AdaLoRA(Method):
         """See the module function :func:`check_schedule`."""
         return check_schedule(settings, total_steps)
 
-    def peft_config(self, total_steps: int):
+    def peft_config(self, total_steps: int, model: nn.Module | None = None):
         from peft import AdaLoraConfig
+
+        if model is not None and is_encoder(model):
+            return self._encoder_peft_config(total_steps, model)
 
         problem = check_schedule(self.settings, total_steps)
         if problem is not None:
@@ -128,10 +136,28 @@ class AdaLoRA(Method):
             beta1=s.beta1, beta2=s.beta2, orth_reg_weight=s.orth_reg_weight, total_step=total_steps,
             lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, target_modules=list(s.target_modules))
 
+    def _encoder_peft_config(self, total_steps: int, model: nn.Module):
+        """Encoder family: all six matrix types of every layer (the paper's GLUE setup), the head trained (SEQ_CLS).
+
+        peft's ``PeftModelForSequenceClassification`` also routes forward
+        through ``AdaLoraModel.forward``, so the orthogonality penalty is added
+        to the head's loss as on T5.
+        """
+        from peft import AdaLoraConfig
+
+        problem = check_schedule(self.settings, total_steps)
+        if problem is not None:
+            raise ValueError(problem)
+        s = self.settings
+        return AdaLoraConfig(
+            init_r=s.init_r, target_r=s.target_r, tinit=s.tinit, tfinal=s.tfinal, deltaT=s.deltaT,
+            beta1=s.beta1, beta2=s.beta2, orth_reg_weight=s.orth_reg_weight, total_step=total_steps,
+            lora_alpha=s.lora_alpha, lora_dropout=s.lora_dropout, **peft_family_kwargs(model, s, default="all"))
+
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
         from peft import get_peft_model
 
-        return get_peft_model(model, self.peft_config(ctx.total_steps))
+        return get_peft_model(model, self.peft_config(ctx.total_steps, model))
 
     def on_step_end(self, model: nn.Module, step: int, total_steps: int) -> None:
         model.base_model.update_and_allocate(step)

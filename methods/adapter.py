@@ -32,6 +32,17 @@ Deliberate differences from the paper, and the setting that restores its form:
   cross-attention; it is an attention block of its own): the paper's literal
   "after the attention and after the feed-forward block" is
   ``after_cross_attention=False``.
+
+Only adapter parameters train (Houlsby also trained the layer norms;
+``train_layer_norms=True`` does that). Inference keeps the adapters: there is
+nothing to merge, the nonlinearity sits between the projections.
+
+Encoder family (BERT, where Houlsby et al. defined it): one adapter on the
+output of each layer's attention output projection (``attention.output.dense``)
+and one on the output of its feed-forward block (``output.dense``), i.e.
+before BERT's dropout, residual add and LayerNorm, two per layer. The new
+classification head trains too (Houlsby trained it); ``train_layer_norms``
+adds the LayerNorms. ``after_cross_attention`` has no meaning there.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import torch
 from pydantic import Field, PositiveInt
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder, train_task_head
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -99,6 +110,8 @@ class HoulsbyAdapter(Method):
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
         s = self.settings
         freeze(model)
+        if is_encoder(model):
+            return self._apply_encoder(model, ctx)
         sublayers = _sublayers(model, s.after_cross_attention)
         if not sublayers:
             raise ValueError(f"adapter: {type(model).__name__} has no SelfAttention/DenseReluDense sublayers; "
@@ -114,6 +127,25 @@ class HoulsbyAdapter(Method):
             for name, p in model.named_parameters():
                 if "layer_norm" in name:
                     p.requires_grad_(True)
+        return model
+
+    def _apply_encoder(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        """Houlsby's BERT placement: on the output of the attention output projection and of the FFN's second
+        projection, before the layer's dropout, residual add and layer norm; the new head trains."""
+        from energybench.models import encoder
+
+        s = self.settings
+        generator = torch.Generator().manual_seed(ctx.seed)
+        ref = next(model.parameters())
+        for _, proj in encoder.residual_projections(model):
+            adapter = BottleneckAdapter(proj.out_features, s.bottleneck, s.activation, s.init, s.init_std, generator)
+            proj.adapter = adapter.to(dtype=ref.dtype, device=ref.device)
+            proj.register_forward_hook(_adapt_output)
+        if s.train_layer_norms:
+            for name, p in model.named_parameters():
+                if "LayerNorm" in name:
+                    p.requires_grad_(True)
+        train_task_head(model)
         return model
 
     def describe(self, model: nn.Module) -> dict[str, Any]:

@@ -47,6 +47,10 @@ class Method:
     paper: ClassVar[str] = ""
     implemented_by: ClassVar[str] = "energybench"
     Settings: ClassVar[type[MethodSettings]] = MethodSettings
+    #: model families (``energybench.models.family``) the method is defined on; None: every family
+    families: ClassVar[tuple[str, ...] | None] = None
+    #: why the method is not defined on a family it leaves out (family -> reason), for the suite's error
+    unsupported: ClassVar[dict[str, str]] = {}
 
     def __init__(self, settings: MethodSettings | None = None):
         self.settings = settings if settings is not None else self.Settings()
@@ -81,6 +85,14 @@ class Method:
         return {}
 
     @classmethod
+    def unsupported_reason(cls, family: str) -> str | None:
+        """Why this method cannot be defined on ``family``, or None when it can (checked before any run)."""
+        if cls.families is None or family in cls.families:
+            return None
+        why = cls.unsupported.get(family, f"it is defined on {', '.join(cls.families)} backbones only")
+        return f"method {cls.name!r} is not defined on the {family!r} model family: {why}"
+
+    @classmethod
     def overrides(cls, name: str) -> bool:
         """Whether this method defines its own version of hook ``name``."""
         return getattr(cls, name) is not getattr(Method, name)
@@ -90,6 +102,34 @@ def freeze(model: nn.Module) -> None:
     """Turn off gradients for every parameter of ``model``."""
     for p in model.parameters():
         p.requires_grad_(False)
+
+
+def train_task_head(model: nn.Module) -> list[str]:
+    """Unfreeze the backbone's new task head (the encoder family's classifier); the names it trained.
+
+    Every method trains the head a classification backbone gets for the task
+    (it starts random); an LM-head family (seq2seq) has none and this is a no-op.
+    """
+    from energybench.models.family import family_of
+
+    fam = family_of(model)
+    names = fam.head_modules(model)
+    for name in names:
+        for p in _unwrap(model).get_submodule(name).parameters():
+            p.requires_grad_(True)
+    return names
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    get_base = getattr(model, "get_base_model", None)
+    return get_base() if callable(get_base) else model
+
+
+def is_encoder(model: nn.Module) -> bool:
+    """Whether ``model`` (or the backbone it wraps) is of the encoder family."""
+    from energybench.models.family import family_of
+
+    return family_of(model).name == "encoder"
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
@@ -104,3 +144,26 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
         if p.requires_grad:
             trainable += p.numel()
     return trainable, total
+
+
+def peft_family_kwargs(model: nn.Module, settings: MethodSettings, default: str = "lora") -> dict[str, Any]:
+    """peft config arguments that depend on the backbone's family: targets, task type, the trained head.
+
+    seq2seq (T5): the settings' ``target_modules``, unchanged. encoder: peft's
+    ``task_type="SEQ_CLS"`` with the new head in ``modules_to_save`` (it
+    trains and is merged back by ``merge_and_unload``); targets as set in
+    the suite, else the family's default: peft's own LoRA mapping
+    (``default="lora"``: BERT's query, value) or every weight matrix of a
+    layer (``default="all"``: Wq, Wk, Wv, Wo, Wf1, Wf2, as AdaLoRA applies it).
+    """
+    from energybench.models.family import family_of
+
+    targets = list(settings.target_modules)
+    fam = family_of(model)
+    if fam.name != "encoder":
+        return {"target_modules": targets}
+    from energybench.models import encoder
+
+    if "target_modules" not in settings.model_fields_set:
+        targets = fam.lora_targets(model) if default == "lora" else encoder.matrix_targets(model)
+    return {"target_modules": targets, "task_type": fam.peft_task_type(), "modules_to_save": fam.head_modules(model)}

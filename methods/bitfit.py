@@ -7,6 +7,10 @@ projection, every layer norm and the LM head, and train only those. The model
 is unchanged at initialisation (the biases are 0); the added parameters are
 visible in the trainable-parameter count. A backbone that already has biases
 trains its own biases and gets none added.
+
+Encoder family (BERT, RoBERTa, DeBERTa, MiniLM): the backbone's own biases
+(every linear layer and layer norm has one) and the new classification head
+train, as in the BitFit paper's GLUE experiments; nothing is added.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, train_task_head
 
 
 class BitFitSettings(MethodSettings):
@@ -47,6 +51,7 @@ class BitFit(Method):
         for name, p in model.named_parameters():
             if name.endswith("bias"):
                 p.requires_grad_(True)
+        train_task_head(model)  # encoder family: the new classification head trains too (BitFit §3)
         return model
 
     @staticmethod

@@ -65,6 +65,11 @@ recomputes the dropped input in backward. Each module draws its own mask
 kernel ``F.dropout`` itself uses, so with the same seed the masks, the
 forward and the gradients are bit-identical to the plain form
 (``recompute_dropout=False``, kept for comparison; the tests check both).
+
+Encoder family: the same six matrix types of every layer (query, key,
+value, attention output, intermediate, output on BERT), found through
+``energybench.models.encoder`` rather than by attribute name (BERT calls
+three of them ``dense``); the new classification head trains as well.
 """
 
 from __future__ import annotations
@@ -78,7 +83,7 @@ import torch.nn.functional as F
 from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder, train_task_head
 
 
 class DyDoRASettings(MethodSettings):
@@ -248,6 +253,19 @@ def _is_target(attr_name: str, targets: list[str]) -> bool:
     return any(attr_name == t or re.fullmatch(rf"{re.escape(t)}_\d+", attr_name) for t in targets)
 
 
+def _encoder_targets(model: nn.Module, s: DyDoRASettings) -> list[tuple[nn.Module, str]]:
+    """Encoder family: (parent, attribute) of the six matrix types Wq, Wk, Wv, Wo, Wf1, Wf2 of every layer.
+
+    As in the paper's GLUE runs on RoBERTa/DeBERTa. ``target_modules`` set in
+    the suite selects by layer-relative name suffix (``attention.self.query``,
+    ``intermediate.dense``…); the head and pooler are never adapted.
+    """
+    from energybench.models import encoder
+
+    targets = list(s.target_modules) if "target_modules" in s.model_fields_set else None
+    return [(parent, attr) for parent, attr, _ in encoder.matrix_modules(model, targets)]
+
+
 def dydora_layers(model: nn.Module) -> dict[str, DyDoRALinear]:
     return {name: m for name, m in model.named_modules() if isinstance(m, DyDoRALinear)}
 
@@ -267,8 +285,12 @@ class DyDoRA(Method):
         s = self.settings
         freeze(model)
         generator = torch.Generator().manual_seed(ctx.seed)
-        targets = [(parent, attr) for parent in model.modules() for attr, child in parent.named_children()
-                   if isinstance(child, nn.Linear) and _is_target(attr, s.target_modules)]
+        if is_encoder(model):
+            targets = _encoder_targets(model, s)
+            train_task_head(model)
+        else:
+            targets = [(parent, attr) for parent in model.modules() for attr, child in parent.named_children()
+                       if isinstance(child, nn.Linear) and _is_target(attr, s.target_modules)]
         if not targets:
             raise ValueError(f"dydora: no nn.Linear named {s.target_modules} in {type(model).__name__}; "
                              "set target_modules to the names of the projections to adapt")

@@ -2,7 +2,9 @@
 
 A small side T5 runs beside the frozen backbone and produces the output; the
 backbone only feeds it, so nothing is back-propagated through the backbone
-(it runs under ``torch.no_grad()``):
+(it runs under ``torch.no_grad()``). Encoder family (BERT, RoBERTa, DeBERTa,
+MiniLM): a side encoder at 1/r width up-projected into the trainable head,
+see ``methods/lst_encoder.py``. On T5:
 
 - The side network is a T5 whose d_model, d_ff and d_kv are the backbone's
   divided by the reduction factor r; it keeps the head count, so heads still
@@ -55,7 +57,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
 from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs, side_network_inputs
 
 
@@ -316,6 +318,10 @@ class LadderSideTuning(Method):
     Settings = LSTSettings
 
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        if is_encoder(model):  # a side encoder into the classification head: methods/lst_encoder.py
+            from energybench.methods.lst_encoder import apply_lst_encoder
+
+            return apply_lst_encoder(model, self.settings, ctx.seed)
         check_t5_like(model, "LST")
         s = self.settings
         freeze(model)
@@ -336,6 +342,9 @@ class LadderSideTuning(Method):
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         s = self.settings
+        if not hasattr(model, "side_encoder"):  # encoder family
+            return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers), "init": "random",
+                    "side_layers": list(model.kept)}
         return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers),
                 "side_layers": None if s.side_layers is None else list(s.side_layers), "init": s.init,
                 "ladder_init": s.ladder_init,

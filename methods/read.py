@@ -53,6 +53,11 @@ Deliberate differences from the paper, and the setting that restores its form:
 - σ averaged over heads (the paper writes a single head); no setting.
 - σ is tapped before the backbone's attention dropout, as Algorithm 1's plain
   softmax; this is the paper's form, not a difference.
+
+Encoder family (BERT, RoBERTa, DeBERTa, MiniLM): N_E over the encoder
+layers only, the correction added to the last layer's states before the
+pooler and the trainable head, no Ψ (no decoder) — see
+``methods/read_encoder.py``.
 """
 
 from __future__ import annotations
@@ -66,7 +71,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
-from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze
+from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
 
 _CELL = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
@@ -252,6 +257,11 @@ class READ(Method):
     Settings = READSettings
 
     def apply(self, model: nn.Module, ctx: ApplyContext) -> nn.Module:
+        if is_encoder(model):  # N_E only, correction before the pooler/head: methods/read_encoder.py
+            from energybench.methods.read_encoder import apply_read_encoder
+
+            s = self.settings
+            return apply_read_encoder(model, _CELL[s.rnn_type], s.rnn_dim, s.normalize_inputs, ctx.seed)
         check_t5_like(model, "READ")
         freeze(model)
         model.decoder.set_attn_implementation("eager")

@@ -1,7 +1,10 @@
-"""Loads a seq2seq backbone and its tokenizer, by hub name, local path or tiny preset.
+"""Loads a backbone and its tokenizer, by hub name, local path, tiny preset or packaged checkpoint.
 
-Tiny presets are built from a config with random weights and the file-free
-ByT5 byte tokenizer, so the quickstart and the tests never touch the network.
+Which class loads it is its family's answer (``energybench.models.family``),
+read from the config, never from the name. Tiny presets are built from a
+config with random weights and the file-free ByT5 byte tokenizer, so the
+quickstart and the tests never touch the network. Packaged checkpoints
+(``minilm-l6``) are real weights installed from the package index.
 A hub name that cannot be resolved offline fails with a message that says how
 to point at a local copy instead of a stack trace from deep inside the hub
 client.
@@ -13,17 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from torch import nn
 
-# name -> T5Config keyword arguments (random weights, ByT5 vocabulary of 384).
-TINY_PRESETS: dict[str, dict] = {
-    "tiny-t5": dict(d_model=64, d_ff=128, d_kv=16, num_layers=2, num_decoder_layers=2, num_heads=4),
-    "tiny-t5-4layer": dict(d_model=64, d_ff=128, d_kv=16, num_layers=4, num_decoder_layers=4, num_heads=4),
-    # Same shapes as the public checkpoints, random weights (for benchmarks).
-    "t5-small-random": dict(d_model=512, d_ff=2048, d_kv=64, num_layers=6, num_decoder_layers=6, num_heads=8),
-    "t5-base-random": dict(d_model=768, d_ff=3072, d_kv=64, num_layers=12, num_decoder_layers=12, num_heads=12),
-}
+from energybench.models.family import all_presets, family_named, family_of_config
+from energybench.models.packaged import PACKAGED, checkpoint_dir, missing_reason
+from energybench.models.seq2seq import TINY_T5, tiny_t5_config  # noqa: F401 - re-exported
+
+# The seq2seq tiny presets (T5Config keyword arguments); every family's presets: all_presets().
+TINY_PRESETS: dict[str, dict] = TINY_T5
 
 
 class BackboneUnavailableError(RuntimeError):
@@ -35,16 +35,7 @@ class Backbone:
     model: nn.Module
     tokenizer: object
     name: str
-
-
-def tiny_t5_config(preset: str, vocab_size: int = 384, **overrides):
-    from transformers import T5Config
-
-    kwargs = dict(dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-                  feed_forward_proj="relu", tie_word_embeddings=False)
-    kwargs.update(TINY_PRESETS[preset])
-    kwargs.update(overrides)  # e.g. dropout_rate, attn_implementation
-    return T5Config(vocab_size=vocab_size, **kwargs)
+    family: str = "seq2seq"
 
 
 def byte_tokenizer():
@@ -54,26 +45,32 @@ def byte_tokenizer():
     return ByT5Tokenizer()
 
 
-def load_backbone(name: str, path: str | None = None, seed: int = 0, config_overrides: dict | None = None) -> Backbone:
+def load_backbone(name: str, path: str | None = None, seed: int = 0, config_overrides: dict | None = None,
+                  num_labels: int | None = None) -> Backbone:
     """Build or load ``name``.
 
     A tiny preset is built with ``seed`` so that two runs with the same seed
     start from the same random weights. A local ``path`` wins over the hub.
+    ``num_labels`` sizes a classification head (encoder family; 1 = regression).
     """
-    if name in TINY_PRESETS and path is None:
-        from transformers import T5ForConditionalGeneration
-
+    presets = all_presets()
+    if name in presets and path is None:
+        preset = presets[name]
+        fam = family_named(preset.family)
         tok = byte_tokenizer()
-        cfg = tiny_t5_config(name, **{"vocab_size": len(tok), **(config_overrides or {})})
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = T5ForConditionalGeneration(cfg)
-        return Backbone(model=model, tokenizer=tok, name=name)
-    return _load_pretrained(name, path)
+        model = fam.build_preset(preset, tok, seed, num_labels, config_overrides)
+        return Backbone(model=model, tokenizer=tok, name=name, family=fam.name)
+    if name in PACKAGED and path is None:
+        try:
+            folder = checkpoint_dir(name)
+        except RuntimeError as exc:
+            raise BackboneUnavailableError(str(exc)) from exc
+        return _load_pretrained(name, str(folder), num_labels)
+    return _load_pretrained(name, path, num_labels)
 
 
-def _load_pretrained(name: str, path: str | None) -> Backbone:
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+def _load_pretrained(name: str, path: str | None, num_labels: int | None = None) -> Backbone:
+    from transformers import AutoConfig
 
     source = path or name
     if path is not None and not Path(path).exists():
@@ -81,11 +78,13 @@ def _load_pretrained(name: str, path: str | None) -> Backbone:
             f"backbone.path {path!r} does not exist — point it at a folder saved with save_pretrained()"
         )
     try:
-        tok = AutoTokenizer.from_pretrained(source)
-        model = AutoModelForSeq2SeqLM.from_pretrained(source)
+        fam = family_of_config(AutoConfig.from_pretrained(source))
+        model, tok = fam.load_pretrained(source, num_labels)
     except (OSError, ValueError) as exc:
+        if isinstance(exc, ValueError) and "model family" in str(exc):
+            raise BackboneUnavailableError(f"backbone {name!r}: {exc}") from exc
         raise BackboneUnavailableError(backbone_missing_message(name)) from exc
-    return Backbone(model=model, tokenizer=tok, name=name)
+    return Backbone(model=model, tokenizer=tok, name=name, family=fam.name)
 
 
 def backbone_missing_message(name: str) -> str:
@@ -99,8 +98,10 @@ def backbone_missing_message(name: str) -> str:
 
 def check_backbone_available(name: str, path: str | None) -> str | None:
     """A reason the backbone cannot be loaded, or None; cheap (no weights read)."""
-    if name in TINY_PRESETS and path is None:
+    if name in all_presets() and path is None:
         return None
+    if name in PACKAGED and path is None:
+        return missing_reason(name)
     if path is not None:
         p = Path(path)
         if not p.exists():
@@ -116,3 +117,21 @@ def check_backbone_available(name: str, path: str | None) -> str | None:
     if model_cached(name) or hub_reachable():
         return None
     return backbone_missing_message(name)
+
+
+def backbone_family(name: str, path: str | None) -> str | None:
+    """The family of a backbone, known without loading weights; None when its config cannot be read here."""
+    presets = all_presets()
+    if name in presets and path is None:
+        return presets[name].family
+    if name in PACKAGED and path is None:
+        return PACKAGED[name].family
+    try:
+        from transformers import AutoConfig
+
+        from energybench.models.hub import hub_reachable
+
+        local_only = path is not None or not hub_reachable()
+        return family_of_config(AutoConfig.from_pretrained(path or name, local_files_only=local_only)).name
+    except Exception:  # noqa: BLE001 - unreadable config: availability checks report it
+        return None

@@ -38,13 +38,7 @@ from energybench.run.curve import CurveRecorder
 from energybench.run.plan import RunSpec
 from energybench.run.prune import PRUNE_KEY, MedianPruning, chain
 from energybench.tasks import load_task
-from energybench.tasks.formatting import target_text
-from energybench.train.batches import (
-    encode_sources,
-    encode_targets,
-    to_device,
-    training_batch,
-)
+from energybench.train.batches import to_device, training_batch
 from energybench.train.evaluate import evaluate
 from energybench.train.loop import fit, planned_steps
 from energybench.train.precision import autocast_dtype, prepare_backbone
@@ -115,20 +109,23 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     data = load_task(spec.task.name, spec.task.data_dir, max_train_examples=cfg.max_train_examples)
     if cfg.max_eval_examples:
         data.validation, data.test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
-    backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed)
+    backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed, num_labels=data.spec.num_labels)
     prepare_backbone(backbone.model, cfg.precision, cfg.gradient_checkpointing)
-    tokenizer = backbone.tokenizer
+    tokenizer, family = backbone.tokenizer, backbone.family
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
-    method = method_cls(method_cls.Settings.model_validate(spec.method_settings))
+    # The suite's own keys, not the resolved dump: a setting left out means "the family's default"
+    # (e.g. lora's targets on an encoder); the values of the keys given are the same either way.
+    method = method_cls(method_cls.Settings.model_validate(spec.method.settings_dict))
     model = method.apply(backbone.model, ApplyContext(total_steps=total_steps, seed=spec.seed, task_name=spec.task.name))
     trainable, total = count_parameters(model)
     log(f"  {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3f}%); {total_steps} steps planned")
 
-    first = training_batch(tokenizer, data.spec, data.train[: cfg.batch_size], cfg.max_source_length, cfg.max_target_length)
-    infer_examples = data.test[: measure.latency_batch_size]
-    infer_batch = encode_sources(tokenizer, data.spec, infer_examples, cfg.max_source_length)
-    infer_batch["labels"] = encode_targets(tokenizer, [target_text(data.spec, e) for e in infer_examples], cfg.max_target_length)
+    first = training_batch(tokenizer, data.spec, data.train[: cfg.batch_size], cfg.max_source_length,
+                           cfg.max_target_length, family)
+    # seq2seq: the source and one label string (the forward that scores one candidate); encoder: the head's input
+    infer_batch = training_batch(tokenizer, data.spec, data.test[: measure.latency_batch_size],
+                                 cfg.max_source_length, cfg.max_target_length, family)
     accounting = _accounting(model, method, first, measure, cfg)
 
     model.to(device)
@@ -138,13 +135,13 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         curve = CurveRecorder(meter, "train")
         pruning = _pruning(spec)
         result = fit(model, method, tokenizer, data, cfg, total_steps=total_steps, device=device, seed=spec.seed, log=log,
-                     on_validation=curve if pruning is None else chain(curve, pruning))
+                     on_validation=curve if pruning is None else chain(curve, pruning), family=family)
         windows["train"] = meter.end_window("train")
         windows["train"].merge(step_time_stats(result.step_times_s, cfg.batch_size))
 
         meter.begin_window("eval")
         score, metrics = evaluate(model, tokenizer, data.spec, data.test, cfg.max_source_length,
-                                  cfg.max_target_length, cfg.eval_batch_size, device)
+                                  cfg.max_target_length, cfg.eval_batch_size, device, family=family)
         windows["eval"] = meter.end_window("eval")
         log(f"  test {data.spec.metric} {score:.2f}")
 

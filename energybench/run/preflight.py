@@ -7,7 +7,7 @@ after the first runs have spent their time.
 
 from __future__ import annotations
 
-from energybench.models.backbones import check_backbone_available
+from energybench.models.backbones import backbone_family, check_backbone_available
 from energybench.registry import load_method
 from energybench.run.plan import resolved_training
 from energybench.suite import Suite, method_settings, suite_line
@@ -33,6 +33,8 @@ def preflight(suite: Suite, file: str = "suite") -> None:
         reason = check_backbone_available(b.name, b.path)
         if reason:
             problems.append(f"{where('backbones', i, 'path' if b.path else 'name')} backbones[{i}] ({b.name}): {reason}")
+        else:
+            problems += _method_families(suite, i, file)
     train_sizes: dict[str, int] = {}
     for i, t in enumerate(suite.tasks):
         reason = check_task_available(t.name, t.data_dir)
@@ -58,6 +60,20 @@ def preflight(suite: Suite, file: str = "suite") -> None:
                 problems.append(f"{where('methods', i)} methods[{i}] ({m.display}) on {task}: {reason}")
     if problems:
         raise PreflightError(problems)
+
+
+def _method_families(suite: Suite, i: int, file: str) -> list[str]:
+    """Methods not defined on backbone i's model family (read from its config: hub names too)."""
+    b = suite.backbones[i]
+    family = backbone_family(b.name, b.path)
+    if family is None:
+        return []
+    out = []
+    for j, m in enumerate(suite.methods):
+        reason = load_method(m.name).unsupported_reason(family)
+        if reason:
+            out.append(f"{file} methods[{j}] ({m.display}) with backbones[{i}] ({b.display}): {reason}")
+    return out
 
 
 def _label_truncation(suite: Suite, file: str) -> list[str]:

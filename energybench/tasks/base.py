@@ -34,6 +34,11 @@ class TaskSpec:
     def is_regression(self) -> bool:
         return self.label_words is None
 
+    @property
+    def num_labels(self) -> int:
+        """Outputs of a classification head for this task (1: a regression head)."""
+        return 1 if self.is_regression else len(self.label_words)
+
 
 @dataclass
 class TaskData:

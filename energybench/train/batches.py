@@ -1,4 +1,11 @@
-"""Tokenised batches for training and for rank-classification scoring."""
+"""Tokenised batches for training and scoring, in the form the backbone's family trains on.
+
+``seq2seq``: the T5 text-to-text source and its label string as target
+tokens (rank classification scores candidate strings). ``encoder``: the raw
+sentence (pair) as the tokenizer's own pair encoding, and the label as a
+class id (or a float for regression) for the classification head. Both pad
+to the longest row of the batch (dynamic padding).
+"""
 
 from __future__ import annotations
 
@@ -46,7 +53,42 @@ def encode_targets(tokenizer, texts: Sequence[str], max_len: int) -> torch.Tenso
     return _pad(token_ids(tokenizer, texts, max_len), IGNORE)
 
 
-def training_batch(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int, max_tgt: int) -> dict:
+_PAIR_CACHE: dict[tuple, dict[str, list[int]]] = {}
+
+
+def encode_pairs(tokenizer, examples: Sequence[Example], max_len: int) -> dict[str, torch.Tensor]:
+    """Sentence (pairs) as the tokenizer's own encoding ([CLS] a [SEP] b [SEP] on BERT), padded to the batch."""
+    key = id(tokenizer)
+    for e in examples:
+        k = (key, e.text_a, e.text_b, max_len)
+        if k not in _PAIR_CACHE:
+            enc = tokenizer(e.text_a, e.text_b, max_length=max_len, truncation=True)
+            _PAIR_CACHE[k] = {n: list(v) for n, v in enc.items() if n in ("input_ids", "token_type_ids")}
+    rows = [_PAIR_CACHE[(key, e.text_a, e.text_b, max_len)] for e in examples]
+    batch = {"input_ids": _pad([r["input_ids"] for r in rows], tokenizer.pad_token_id),
+             "attention_mask": _pad([[1] * len(r["input_ids"]) for r in rows], 0)}
+    if all("token_type_ids" in r for r in rows):
+        batch["token_type_ids"] = _pad([r["token_type_ids"] for r in rows], 0)
+    return batch
+
+
+def head_batch(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_len: int) -> dict:
+    """A classification-head batch: inputs plus class ids (long) or regression targets (float)."""
+    batch = encode_pairs(tokenizer, examples, max_len)
+    if spec.is_regression:
+        batch["labels"] = torch.tensor([float(e.label) for e in examples], dtype=torch.float32)
+    else:
+        batch["labels"] = torch.tensor([int(e.label) for e in examples], dtype=torch.long)
+    return batch
+
+
+def training_batch(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int, max_tgt: int,
+                   family: str = "seq2seq") -> dict:
+    """One training batch for ``family``'s objective (see the module docstring)."""
+    from energybench.models.family import family_named
+
+    if family_named(family).scoring == "head":
+        return head_batch(tokenizer, spec, examples, max_src)
     batch = encode_sources(tokenizer, spec, examples, max_src)
     batch["labels"] = encode_targets(tokenizer, [target_text(spec, e) for e in examples], max_tgt)
     return batch

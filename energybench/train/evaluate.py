@@ -1,4 +1,9 @@
-"""Rank classification: score every candidate label string, predict the likeliest.
+"""Scoring a task the way the backbone's family is trained: rank classification or the head's output.
+
+Encoder family (``scoring == "head"``): the classification head's argmax, or
+its single output for regression, as BERT-style models are evaluated.
+
+Seq2seq family, rank classification: score every candidate label string, predict the likeliest.
 
 Generation would reward methods for formatting, not for knowing the answer;
 ranking the task's candidate strings by their log-likelihood under the model
@@ -19,6 +24,7 @@ from energybench.tasks.metrics import compute_metrics
 from energybench.train.batches import (
     candidate_labels,
     encode_sources,
+    head_batch,
     sequence_log_likelihood,
     to_device,
 )
@@ -62,16 +68,36 @@ def candidate_scores(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequ
     return torch.cat(rows, dim=0)
 
 
+@torch.no_grad()
+def head_predictions(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example], max_len: int,
+                     batch_size: int, device: torch.device) -> list[int | float]:
+    """Class ids (argmax of the logits) or regression outputs of a classification-head model."""
+    preds: list[int | float] = []
+    for start in range(0, len(examples), batch_size):
+        batch = head_batch(tokenizer, spec, examples[start:start + batch_size], max_len)
+        batch.pop("labels")
+        logits = model(**to_device(batch, device)).logits.float().cpu()
+        preds += logits[:, 0].tolist() if spec.is_regression else logits.argmax(dim=-1).tolist()
+    return preds
+
+
 def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int,
-             max_tgt: int, batch_size: int, device: torch.device) -> tuple[float, dict[str, float]]:
-    """(score, metrics) of ``model`` on ``examples`` by rank classification."""
+             max_tgt: int, batch_size: int, device: torch.device,
+             family: str = "seq2seq") -> tuple[float, dict[str, float]]:
+    """(score, metrics) of ``model`` on ``examples``, scored as ``family`` scores tasks (module docstring)."""
+    from energybench.models.family import family_named
+
+    fam = family_named(family)
     was_training = model.training
     model.eval()
     try:
-        scores = candidate_scores(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
+        if fam.scoring == "head":
+            preds = head_predictions(model, tokenizer, spec, examples, max_src, batch_size, device)
+        else:
+            scores = candidate_scores(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
+            preds = [candidate_value(spec, int(i)) for i in scores.argmax(dim=1)]
     finally:
         model.train(was_training)
-    preds = [candidate_value(spec, int(i)) for i in scores.argmax(dim=1)]
     refs = [e.label for e in examples]
     if spec.is_regression:
         refs = [float(r) for r in refs]

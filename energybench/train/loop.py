@@ -73,8 +73,11 @@ def _restore(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
 def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: TrainingSettings, *,
         total_steps: int, device: torch.device, seed: int, validation=None,
         log: Callable[[str], None] = print,
-        on_validation: Callable[[int, int, float], None] | None = None) -> FitResult:
-    """Train ``model`` with ``method``'s hooks; restore the best validation weights at the end."""
+        on_validation: Callable[[int, int, float], None] | None = None, family: str = "seq2seq") -> FitResult:
+    """Train ``model`` with ``method``'s hooks; restore the best validation weights at the end.
+
+    ``family`` (the backbone's model family) decides how a batch, its loss and a score are formed.
+    """
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     warmup = int(cfg.warmup_ratio * total_steps)
@@ -93,7 +96,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         """Evaluate; return True when training should stop early."""
         nonlocal best_state, bad_evals
         score, _ = evaluate(model, tokenizer, data.spec, validation, cfg.max_source_length,
-                            cfg.max_target_length, cfg.eval_batch_size, device)
+                            cfg.max_target_length, cfg.eval_batch_size, device, family=family)
         loss = sum(running) / len(running) if running else float("nan")
         res.history.append({"step": res.steps, "train_loss": loss, "val_score": score})
         # A method whose budget is not final yet (AdaLoRA, dydora) refuses the checkpoint: not "best", no patience.
@@ -118,7 +121,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
         for examples in epoch_batches(data.train, cfg.batch_size, rng):
             t0 = time.perf_counter()
             batch = to_device(training_batch(tokenizer, data.spec, examples, cfg.max_source_length,
-                                             cfg.max_target_length), device)
+                                             cfg.max_target_length, family), device)
             with precision.autocast():
                 loss = model(**batch).loss
                 if has_reg:
