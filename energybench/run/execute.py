@@ -6,6 +6,8 @@ batch; then the ``train`` window wraps :func:`energybench.train.fit`
 (periodic validation included, as training cost is usually quoted), the
 ``eval`` window wraps the test-set evaluation, and the ``inference`` window
 wraps the latency measurement of the model as users would deploy it
+(a generative task on a causal LM adds a ``generate`` window before it:
+greedy generation of the latency batch with tokens per second)
 (``for_inference``: merged where the method allows). For methods that merge,
 the unmerged latency is measured too, outside any window.
 """
@@ -111,9 +113,14 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         data.validation, data.test = data.validation[: cfg.max_eval_examples], data.test[: cfg.max_eval_examples]
     backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed, num_labels=data.spec.num_labels)
     tokenizer, family = backbone.tokenizer, backbone.family
+    if data.spec.generative and family != "causal":
+        raise ValueError(f"task {data.spec.name!r} is scored by generation, defined on causal-LM backbones only; "
+                         f"backbone {spec.backbone.name!r} is of the {family!r} family")
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
-    method = method_cls(method_cls.Settings.model_validate(spec.method_settings))
+    # The suite's own keys, not the resolved dump: a setting left out means "the family's default"
+    # (e.g. lora's targets on an encoder); the values of the keys given are the same either way.
+    method = method_cls(method_cls.Settings.model_validate(spec.method.settings_dict))
     model = method.apply(backbone.model, ApplyContext(total_steps=total_steps, seed=spec.seed, task_name=spec.task.name))
     trainable, total = count_parameters(model)
     log(f"  {trainable:,} of {total:,} parameters train ({100 * trainable / total:.3f}%); {total_steps} steps planned")
@@ -139,6 +146,9 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         windows["eval"] = meter.end_window("eval")
         log(f"  test {data.spec.metric} {score:.2f}")
 
+        if data.spec.generative and family == "causal":
+            windows["generate"] = _generate_window(meter, model, tokenizer, data, cfg, measure, device)
+
         method_info = method.describe(model)
         batch = to_device(infer_batch, device)
         unmerged = None
@@ -157,6 +167,31 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
                 planned_steps=total_steps, epochs=result.epochs, stopped_early=result.stopped_early,
                 trainable_params=trainable, total_params=total, windows=windows, accounting=accounting.as_dict(),
                 method_info={**method_info, "history": result.history}, environment=environment(device))
+
+
+def _generate_window(meter: Meter, model, tokenizer, data, cfg, measure: MeasureSettings, device):
+    """The ``generate`` window: greedy generation for the latency batch's test prompts, with tokens per second.
+
+    At most ``max_target_length`` new tokens per prompt; tokens counted are the
+    answer tokens produced (EOS excluded), so tokens_per_s is answer throughput.
+    """
+    from energybench.train.causal import generate_answers
+
+    examples = data.test[: measure.latency_batch_size]
+    model.eval()
+    meter.begin_window("generate")
+    _, n_tokens, seconds = generate_answers(model, tokenizer, data.spec, examples, cfg.max_source_length,
+                                            cfg.max_target_length, measure.latency_batch_size, device)
+    window = meter.end_window("generate")
+    figs = Figures()
+    figs.put("prompts", len(examples))
+    figs.put("tokens_generated", n_tokens)
+    if n_tokens:
+        figs.put("tokens_per_s", n_tokens / seconds)
+    else:
+        figs.null("tokens_per_s", "the model emitted EOS first for every prompt: no answer tokens to time")
+    window.merge(figs)
+    return window
 
 
 def _loss_fn(method, batch: dict):
