@@ -139,3 +139,18 @@ def test_local_checkpoint_folder_loads_by_path_and_trains(tmp_path, method_name)
     assert res.steps == 3 and res.final_train_loss is not None
     moved = [n for n, p in model.named_parameters() if p.requires_grad and not torch.equal(p, trained[n])]
     assert moved or res.best_step == 0
+
+
+def test_qwen2_is_causal_and_bitfit_trains_its_own_qkv_biases():
+    from transformers import AutoModelForCausalLM, Qwen2Config
+
+    from energybench.methods.base import ApplyContext, count_parameters
+    from energybench.registry import load_method
+
+    cfg = Qwen2Config(vocab_size=384, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=0, eos_token_id=1)
+    model = AutoModelForCausalLM.from_config(cfg)
+    assert family_of(model).name == "causal"
+    cls = load_method("bitfit")
+    model = cls(cls.Settings()).apply(model, ApplyContext(total_steps=4, seed=0))
+    assert count_parameters(model)[0] == 2 * (64 + 32 + 32)  # q, k, v biases per layer; none added
