@@ -43,6 +43,12 @@ Only checkpoints taken once the allocation is final (step ≥ T − tfinal) may
 become the loop's best validation state (``checkpoint_allowed``), so the
 model evaluated and described after training always has the final budget.
 
+Causal family (Llama, Qwen, Mistral, GPT-2): peft's ``task_type="CAUSAL_LM"``
+(``PeftModelForCausalLM`` also routes through ``AdaLoraModel.forward``, so the
+penalty is added there too) on peft's default targets for the architecture
+(Llama: q_proj, v_proj; GPT-2: c_attn) unless ``target_modules`` is set
+(``[all-linear]`` accepted).
+
 Masking zeroes E entries; it never shrinks tensors, so compute and memory stay
 at init_r for the whole run. ``for_inference`` merges ΔW into the weights.
 
@@ -60,6 +66,7 @@ from pydantic import Field, NonNegativeInt, PositiveInt, model_validator
 from torch import nn
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, is_encoder, peft_family_kwargs
+from energybench.models.family import family_of
 
 ADAPTER = "default"  # peft's name for the single adapter get_peft_model adds
 # The paper adapts all of W_q, W_k, W_v, W_o, W_f1, W_f2 (its §4); on T5 that is peft's own AdaLoRA default.
@@ -123,8 +130,8 @@ class AdaLoRA(Method):
     def peft_config(self, total_steps: int, model: nn.Module | None = None):
         from peft import AdaLoraConfig
 
-        if model is not None and is_encoder(model):
-            return self._encoder_peft_config(total_steps, model)
+        if model is not None and (is_encoder(model) or family_of(model).name == "causal"):
+            return self._encoder_peft_config(total_steps, model)  # causal: peft's CAUSAL_LM targets and task type
 
         problem = check_schedule(self.settings, total_steps)
         if problem is not None:

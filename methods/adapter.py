@@ -43,6 +43,12 @@ and one on the output of its feed-forward block (``output.dense``), i.e.
 before BERT's dropout, residual add and LayerNorm, two per layer. The new
 classification head trains too (Houlsby trained it); ``train_layer_norms``
 adds the LayerNorms. ``after_cross_attention`` has no meaning there.
+
+Causal family (Llama, Qwen, Mistral, GPT-2): one adapter on the output of
+each decoder layer's attention block (``self_attn`` / ``attn``) and one on
+its MLP block, before the layer's residual add, two per layer
+(``methods/causal_support.py``); ``train_layer_norms`` adds the RMSNorms /
+LayerNorms. ``after_cross_attention`` has no meaning there.
 """
 
 from __future__ import annotations
@@ -54,6 +60,7 @@ from pydantic import Field, PositiveInt
 from torch import nn
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder, train_task_head
+from energybench.models.family import family_of
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh, "silu": nn.SiLU}
 
@@ -112,6 +119,13 @@ class HoulsbyAdapter(Method):
         freeze(model)
         if is_encoder(model):
             return self._apply_encoder(model, ctx)
+        if family_of(model).name == "causal":  # after each decoder layer's attention and MLP blocks
+            from energybench.methods.causal_support import attach_adapters
+
+            generator = torch.Generator().manual_seed(ctx.seed)
+            attach_adapters(model, s, lambda d: BottleneckAdapter(d, s.bottleneck, s.activation, s.init,
+                                                                  s.init_std, generator), _adapt_output)
+            return model
         sublayers = _sublayers(model, s.after_cross_attention)
         if not sublayers:
             raise ValueError(f"adapter: {type(model).__name__} has no SelfAttention/DenseReluDense sublayers; "

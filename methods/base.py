@@ -160,6 +160,8 @@ def peft_family_kwargs(model: nn.Module, settings: MethodSettings, default: str 
 
     targets = list(settings.target_modules)
     fam = family_of(model)
+    if fam.name == "causal":
+        return causal_peft_kwargs(model, settings)
     if fam.name != "encoder":
         return {"target_modules": targets}
     from energybench.models import encoder
@@ -167,3 +169,22 @@ def peft_family_kwargs(model: nn.Module, settings: MethodSettings, default: str 
     if "target_modules" not in settings.model_fields_set:
         targets = fam.lora_targets(model) if default == "lora" else encoder.matrix_targets(model)
     return {"target_modules": targets, "task_type": fam.peft_task_type(), "modules_to_save": fam.head_modules(model)}
+
+
+def causal_peft_kwargs(model: nn.Module, settings: MethodSettings) -> dict[str, Any]:
+    """peft arguments on a decoder-only LM: ``task_type="CAUSAL_LM"`` and its targets.
+
+    Targets as set in the suite; else peft's own default for the architecture
+    (its TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING: Llama, Qwen,
+    Mistral q_proj, v_proj; GPT-2 the fused c_attn; Phi q_proj, v_proj, fc1,
+    fc2). ``target_modules: [all-linear]`` (or the string) is peft's
+    ``"all-linear"``: every linear layer but the LM head.
+    """
+    from energybench.models.family import family_of
+
+    fam = family_of(model)
+    targets = list(settings.target_modules)
+    if "target_modules" not in settings.model_fields_set:
+        targets = fam.lora_targets(model)
+    return {"target_modules": "all-linear" if targets == ["all-linear"] else targets,
+            "task_type": fam.peft_task_type()}

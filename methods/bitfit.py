@@ -11,6 +11,13 @@ trains its own biases and gets none added.
 Encoder family (BERT, RoBERTa, DeBERTa, MiniLM): the backbone's own biases
 (every linear layer and layer norm has one) and the new classification head
 train, as in the BitFit paper's GLUE experiments; nothing is added.
+
+Causal family: GPT-2 has biases (every ``Conv1D`` and LayerNorm) and trains
+its own. Llama, Qwen3 and Mistral are bias-free, so, as on T5, zero biases
+are added to every linear layer (q, k, v, o, the MLP projections and the LM
+head) and every RMSNorm, and only those train; they are counted in the
+trainable parameters. (Qwen2 has q, k, v biases of its own, so by the rule
+above it trains those and gets none added.)
 """
 
 from __future__ import annotations

@@ -70,6 +70,12 @@ Encoder family: the same six matrix types of every layer (query, key,
 value, attention output, intermediate, output on BERT), found through
 ``energybench.models.encoder`` rather than by attribute name (BERT calls
 three of them ``dense``); the new classification head trains as well.
+
+Causal family (Llama, Qwen, Mistral, GPT-2): every weight matrix of every
+decoder layer, q, k, v, o and the MLP projections (Llama's q_proj … down_proj,
+GPT-2's c_attn, c_proj, c_fc with its ``Conv1D`` turned into an equivalent
+``nn.Linear``); see ``methods/causal_support.py``. ``target_modules`` set in
+the suite selects by name suffix.
 """
 
 from __future__ import annotations
@@ -84,6 +90,7 @@ from pydantic import Field, PositiveInt, model_validator
 from torch import nn
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder, train_task_head
+from energybench.models.family import family_of
 
 
 class DyDoRASettings(MethodSettings):
@@ -288,6 +295,10 @@ class DyDoRA(Method):
         if is_encoder(model):
             targets = _encoder_targets(model, s)
             train_task_head(model)
+        elif family_of(model).name == "causal":  # q, k, v, o and the MLP projections of every decoder layer
+            from energybench.methods.causal_support import dydora_targets
+
+            targets = dydora_targets(model, s)
         else:
             targets = [(parent, attr) for parent in model.modules() for attr, child in parent.named_children()
                        if isinstance(child, nn.Linear) and _is_target(attr, s.target_modules)]

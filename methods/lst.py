@@ -4,7 +4,9 @@ A small side T5 runs beside the frozen backbone and produces the output; the
 backbone only feeds it, so nothing is back-propagated through the backbone
 (it runs under ``torch.no_grad()``). Encoder family (BERT, RoBERTa, DeBERTa,
 MiniLM): a side encoder at 1/r width up-projected into the trainable head,
-see ``methods/lst_encoder.py``. On T5:
+see ``methods/lst_encoder.py``. Causal family (Llama, Qwen, Mistral, GPT-2):
+a side decoder of the same architecture at 1/r width, through the frozen LM
+head via an up-projection, see ``methods/lst_causal.py``. On T5:
 
 - The side network is a T5 whose d_model, d_ff and d_kv are the backbone's
   divided by the reduction factor r; it keeps the head count, so heads still
@@ -58,6 +60,7 @@ from torch import nn
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
+from energybench.models.family import family_of
 from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs, side_network_inputs
 
 
@@ -322,6 +325,10 @@ class LadderSideTuning(Method):
             from energybench.methods.lst_encoder import apply_lst_encoder
 
             return apply_lst_encoder(model, self.settings, ctx.seed)
+        if family_of(model).name == "causal":  # a side decoder into the frozen LM head: methods/lst_causal.py
+            from energybench.methods.lst_causal import apply_lst_causal
+
+            return apply_lst_causal(model, self.settings, ctx.seed)
         check_t5_like(model, "LST")
         s = self.settings
         freeze(model)
@@ -342,7 +349,7 @@ class LadderSideTuning(Method):
 
     def describe(self, model: nn.Module) -> dict[str, Any]:
         s = self.settings
-        if not hasattr(model, "side_encoder"):  # encoder family
+        if not hasattr(model, "side_encoder"):  # encoder and causal families
             return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers), "init": "random",
                     "side_layers": list(model.kept)}
         return {"reduction_factor": s.reduction_factor, "drop_layers": list(s.drop_layers),

@@ -58,6 +58,11 @@ Encoder family (BERT, RoBERTa, DeBERTa, MiniLM): N_E over the encoder
 layers only, the correction added to the last layer's states before the
 pooler and the trainable head, no Ψ (no decoder) — see
 ``methods/read_encoder.py``.
+
+Causal family (Llama, Qwen, Mistral, GPT-2): N_D over the decoder layers,
+the correction added to the last layer's state before the final norm and
+the frozen LM head; with no encoder there is no Ψ term — see
+``methods/read_causal.py``.
 """
 
 from __future__ import annotations
@@ -72,6 +77,7 @@ from torch.overrides import TorchFunctionMode
 from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
+from energybench.models.family import family_of
 
 _CELL = {"rnn": nn.RNNCell, "lstm": nn.LSTMCell, "gru": nn.GRUCell}
 
@@ -262,6 +268,11 @@ class READ(Method):
 
             s = self.settings
             return apply_read_encoder(model, _CELL[s.rnn_type], s.rnn_dim, s.normalize_inputs, ctx.seed)
+        if family_of(model).name == "causal":  # N_D only, correction before the final norm: methods/read_causal.py
+            from energybench.methods.read_causal import apply_read_causal
+
+            s = self.settings
+            return apply_read_causal(model, _CELL[s.rnn_type], s.rnn_dim, s.normalize_inputs, ctx.seed)
         check_t5_like(model, "READ")
         freeze(model)
         model.decoder.set_attn_implementation("eager")

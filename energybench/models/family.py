@@ -11,7 +11,10 @@ new family (decoder-only ``causal`` next) is one new module listed in
 Detection reads the config the way transformers' Auto classes do:
 ``seq2seq`` is ``config.is_encoder_decoder``; ``encoder`` is an
 architecture transformers can load as a masked LM (BERT, RoBERTa,
-DeBERTa-v2/v3, ELECTRA, MiniLM) that is not an encoder–decoder.
+DeBERTa-v2/v3, ELECTRA, MiniLM) that is not an encoder–decoder; ``causal``
+is any other architecture transformers can load as a causal LM (Llama,
+Qwen, Mistral, Phi, GPT-2). Order matters: BERT can load as a causal LM
+too, and the encoder family claims it first.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import ClassVar
 from torch import nn
 
 # One module per family; each defines FAMILY, a Family instance.
-_FAMILY_MODULES = ("energybench.models.seq2seq", "energybench.models.encoder")
+_FAMILY_MODULES = ("energybench.models.seq2seq", "energybench.models.encoder", "energybench.models.causal")
 
 
 class UnknownFamilyError(ValueError):
@@ -99,8 +102,8 @@ def family_of_config(config) -> Family:
             return fam
     raise UnknownFamilyError(
         f"no model family supports model_type {getattr(config, 'model_type', '?')!r} "
-        f"(known: {', '.join(f.name for f in families())}): energybench loads encoder–decoders (seq2seq) and "
-        f"masked-LM encoders (encoder)")
+        f"(known: {', '.join(f.name for f in families())}): energybench loads encoder–decoders (seq2seq), "
+        f"masked-LM encoders (encoder) and decoder-only causal LMs (causal)")
 
 
 def family_of(model: nn.Module) -> Family:

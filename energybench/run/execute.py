@@ -7,6 +7,8 @@ batch; then the ``train`` window wraps :func:`energybench.train.fit`
 (periodic validation included, as training cost is usually quoted), the
 ``eval`` window wraps the test-set evaluation, and the ``inference`` window
 wraps the latency measurement of the model as users would deploy it
+(a generative task on a causal LM adds a ``generate`` window before it:
+greedy generation of the latency batch with tokens per second)
 (``for_inference``: merged where the method allows). For methods that merge,
 the unmerged latency is measured too, outside any window.
 """
@@ -112,6 +114,9 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
     backbone = load_backbone(spec.backbone.name, spec.backbone.path, seed=spec.seed, num_labels=data.spec.num_labels)
     prepare_backbone(backbone.model, cfg.precision, cfg.gradient_checkpointing)
     tokenizer, family = backbone.tokenizer, backbone.family
+    if data.spec.generative and family != "causal":
+        raise ValueError(f"task {data.spec.name!r} is scored by generation, defined on causal-LM backbones only; "
+                         f"backbone {spec.backbone.name!r} is of the {family!r} family")
     total_steps = planned_steps(len(data.train), cfg)
     method_cls = load_method(spec.method.name)
     # The suite's own keys, not the resolved dump: a setting left out means "the family's default"
@@ -145,6 +150,9 @@ def _execute(spec: RunSpec, log: Callable[[str], None]) -> dict:
         windows["eval"] = meter.end_window("eval")
         log(f"  test {data.spec.metric} {score:.2f}")
 
+        if data.spec.generative and family == "causal":
+            windows["generate"] = _generate_window(meter, model, tokenizer, data, cfg, measure, device)
+
         method_info = method.describe(model)
         batch = to_device(infer_batch, device)
         unmerged = None
@@ -170,6 +178,31 @@ def _pruning(spec: RunSpec):
     """A search trial's pruner (run/prune.py), when its search asks for one."""
     payload = (spec.trial or {}).get(PRUNE_KEY)
     return MedianPruning(payload) if payload and payload.get("pruner") == "median" else None
+
+
+def _generate_window(meter: Meter, model, tokenizer, data, cfg, measure: MeasureSettings, device):
+    """The ``generate`` window: greedy generation for the latency batch's test prompts, with tokens per second.
+
+    At most ``max_target_length`` new tokens per prompt; tokens counted are the
+    answer tokens produced (EOS excluded), so tokens_per_s is answer throughput.
+    """
+    from energybench.train.causal import generate_answers
+
+    examples = data.test[: measure.latency_batch_size]
+    model.eval()
+    meter.begin_window("generate")
+    _, n_tokens, seconds = generate_answers(model, tokenizer, data.spec, examples, cfg.max_source_length,
+                                            cfg.max_target_length, measure.latency_batch_size, device)
+    window = meter.end_window("generate")
+    figs = Figures()
+    figs.put("prompts", len(examples))
+    figs.put("tokens_generated", n_tokens)
+    if n_tokens:
+        figs.put("tokens_per_s", n_tokens / seconds)
+    else:
+        figs.null("tokens_per_s", "the model emitted EOS first for every prompt: no answer tokens to time")
+    window.merge(figs)
+    return window
 
 
 def _loss_fn(method):

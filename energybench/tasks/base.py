@@ -20,7 +20,10 @@ class TaskSpec:
 
     label_words: the target string of each class, or None for regression
         (candidates are then 0.0, 0.2, ..., 5.0 as T5 does for STS-B).
-    metric: the GLUE metric whose value is the task's ``score``.
+    metric: the GLUE metric whose value is the task's ``score`` (``exact_match``
+        for a generative task).
+    generative: the label is a free answer string, scored by exact match of
+        greedy generation (decoder-only backbones); ``label_words`` is None.
     """
 
     name: str
@@ -28,15 +31,18 @@ class TaskSpec:
     field_a: str
     field_b: str | None
     label_words: tuple[str, ...] | None
-    metric: str  # accuracy | matthews | pearson_spearman | f1_accuracy
+    metric: str  # accuracy | matthews | pearson_spearman | f1_accuracy | exact_match
+    generative: bool = False
 
     @property
     def is_regression(self) -> bool:
-        return self.label_words is None
+        return self.label_words is None and not self.generative
 
     @property
-    def num_labels(self) -> int:
-        """Outputs of a classification head for this task (1: a regression head)."""
+    def num_labels(self) -> int | None:
+        """Outputs of a classification head for this task (1: a regression head; None: generative)."""
+        if self.generative:
+            return None
         return 1 if self.is_regression else len(self.label_words)
 
 

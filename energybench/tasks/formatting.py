@@ -23,6 +23,8 @@ def round_to_fifth(x: float) -> float:
 
 
 def target_text(spec: TaskSpec, ex: Example) -> str:
+    if spec.generative:
+        return str(ex.label)
     if spec.is_regression:
         return f"{round_to_fifth(float(ex.label)):.1f}"
     return spec.label_words[int(ex.label)]
@@ -30,6 +32,9 @@ def target_text(spec: TaskSpec, ex: Example) -> str:
 
 def candidates(spec: TaskSpec) -> list[str]:
     """Every string rank classification scores, in class order."""
+    if spec.generative:
+        raise ValueError(f"task {spec.name!r} is generative (scored by exact match of generated answers); "
+                         "it has no candidate strings to rank")
     if spec.is_regression:
         return [f"{c:.1f}" for c in REGRESSION_CANDIDATES]
     return list(spec.label_words)

@@ -9,15 +9,18 @@ from energybench.tasks.glue import (
     load_glue_hub,
     load_glue_tsv,
 )
+from energybench.tasks.math import MATH_SPECS, make_synth_math
 from energybench.tasks.synthetic import SYNTHETIC_SPECS, make_synthetic
 
-TASK_NAMES = tuple(SYNTHETIC_SPECS) + tuple(GLUE_SPECS)
+TASK_NAMES = tuple(SYNTHETIC_SPECS) + tuple(MATH_SPECS) + tuple(GLUE_SPECS)
 
 
 def load_task(name: str, data_dir: str | None = None, data_seed: int = 0,
               max_train_examples: int | None = None) -> TaskData:
     if name in SYNTHETIC_SPECS:
         data = make_synthetic(name, seed=data_seed)
+    elif name in MATH_SPECS:
+        data = make_synth_math(name, seed=data_seed)
     elif data_dir is not None:
         data = load_glue_tsv(name, data_dir)
     else:
@@ -29,11 +32,11 @@ def load_task(name: str, data_dir: str | None = None, data_seed: int = 0,
 
 
 def task_spec(name: str):
-    return SYNTHETIC_SPECS.get(name) or GLUE_SPECS[name]
+    return SYNTHETIC_SPECS.get(name) or MATH_SPECS.get(name) or GLUE_SPECS[name]
 
 
 def check_task_available(name: str, data_dir: str | None) -> str | None:
     """A reason the task's data cannot be loaded, or None."""
-    if name in SYNTHETIC_SPECS:
+    if name in SYNTHETIC_SPECS or name in MATH_SPECS:
         return None
     return check_glue_available(name, data_dir)

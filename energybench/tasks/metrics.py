@@ -38,4 +38,8 @@ def compute_metrics(metric: str, predictions, references) -> tuple[float, dict[s
             p = 100 * _finite(pearsonr(preds, refs)[0])
             s = 100 * _finite(spearmanr(preds, refs)[0])
         return (p + s) / 2, {"pearson": p, "spearman": s}
+    if metric == "exact_match":  # generated answer strings against reference strings, whitespace-trimmed
+        hits = [str(p).strip() == str(r).strip() for p, r in zip(predictions, references)]
+        em = 100 * sum(hits) / len(hits) if hits else 0.0
+        return em, {"exact_match": em}
     raise ValueError(f"unknown metric {metric!r}")

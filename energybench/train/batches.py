@@ -3,8 +3,10 @@
 ``seq2seq``: the T5 text-to-text source and its label string as target
 tokens (rank classification scores candidate strings). ``encoder``: the raw
 sentence (pair) as the tokenizer's own pair encoding, and the label as a
-class id (or a float for regression) for the classification head. Both pad
-to the longest row of the batch (dynamic padding).
+class id (or a float for regression) for the classification head.
+``causal``: prompt + continuation in one sequence, labels on the
+continuation only (``energybench.train.causal``). All pad to the longest row
+of the batch (dynamic padding).
 """
 
 from __future__ import annotations
@@ -89,6 +91,10 @@ def training_batch(tokenizer, spec: TaskSpec, examples: Sequence[Example], max_s
 
     if family_named(family).scoring == "head":
         return head_batch(tokenizer, spec, examples, max_src)
+    if family == "causal":  # prompt + continuation, loss on the continuation only
+        from energybench.train.causal import causal_batch
+
+        return causal_batch(tokenizer, spec, examples, max_src, max_tgt)
     batch = encode_sources(tokenizer, spec, examples, max_src)
     batch["labels"] = encode_targets(tokenizer, [target_text(spec, e) for e in examples], max_tgt)
     return batch

@@ -5,6 +5,11 @@ its single output for regression, as BERT-style models are evaluated.
 
 Seq2seq family, rank classification: score every candidate label string, predict the likeliest.
 
+Causal family: the same rank classification over candidate continuations of
+the prompt, or, for a generative task (``synth-math``), exact match of
+greedy generation capped at ``max_target_length`` new tokens
+(``energybench.train.causal``).
+
 Generation would reward methods for formatting, not for knowing the answer;
 ranking the task's candidate strings by their log-likelihood under the model
 works the same way for every method (including side networks that only
@@ -81,6 +86,15 @@ def head_predictions(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequ
     return preds
 
 
+def _causal_predictions(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device) -> list:
+    from energybench.train import causal
+
+    if spec.generative:  # max_target_length caps the new tokens
+        return causal.generate_answers(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)[0]
+    scores = causal.causal_candidate_scores(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
+    return [candidate_value(spec, int(i)) for i in scores.argmax(dim=1)]
+
+
 def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Example], max_src: int,
              max_tgt: int, batch_size: int, device: torch.device,
              family: str = "seq2seq") -> tuple[float, dict[str, float]]:
@@ -91,7 +105,12 @@ def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Exa
     was_training = model.training
     model.eval()
     try:
-        if fam.scoring == "head":
+        if spec.generative and fam.name != "causal":
+            raise ValueError(f"task {spec.name!r} is scored by generation, defined on the causal family only "
+                             f"(this backbone is {fam.name!r})")
+        if fam.name == "causal":  # decoder-only: rank continuations, or exact match of greedy generation
+            preds = _causal_predictions(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
+        elif fam.scoring == "head":
             preds = head_predictions(model, tokenizer, spec, examples, max_src, batch_size, device)
         else:
             scores = candidate_scores(model, tokenizer, spec, examples, max_src, max_tgt, batch_size, device)
@@ -99,6 +118,8 @@ def evaluate(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequence[Exa
     finally:
         model.train(was_training)
     refs = [e.label for e in examples]
+    if spec.generative:
+        refs = [str(r) for r in refs]
     if spec.is_regression:
         refs = [float(r) for r in refs]
     return compute_metrics(spec.metric, preds, refs)
