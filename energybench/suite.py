@@ -40,10 +40,21 @@ class BackboneEntry(BaseModel):
     name: str = Field(min_length=1)
     path: str | None = Field(None, description="local folder saved with save_pretrained(); wins over the hub")
     label: str | None = None
+    shape: str | None = Field(None, description="a shape-only preset (e.g. llama-3.2-3b-shape) whose config "
+                              "`energybench estimate` uses instead of the hub's; runs ignore it")
 
     @property
     def display(self) -> str:
         return self.label or self.name
+
+    @model_validator(mode="after")
+    def _known_shape(self):
+        if self.shape is not None:
+            from energybench.models.family import all_presets
+
+            if self.shape not in all_presets():
+                raise ValueError(f"shape: unknown preset {self.shape!r}; presets: {', '.join(all_presets())}")
+        return self
 
 
 class TaskEntry(BaseModel):

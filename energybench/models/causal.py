@@ -69,6 +69,10 @@ class CausalFamily(Family):
     name = "causal"
     scoring = "rank"
     presets = {n: Preset(n, "causal", kw) for n, kw in TINY_CAUSAL.items()}
+    auto_model = "AutoModelForCausalLM"
+
+    def preset_config(self, preset: Preset, vocab_size: int, num_labels: int | None):
+        return causal_config(preset.name, vocab_size=vocab_size)
 
     def matches(self, config) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES

@@ -50,6 +50,10 @@ class EncoderFamily(Family):
     name = "encoder"
     scoring = "head"
     presets = {n: Preset(n, "encoder", kw) for n, kw in TINY_BERT.items()}
+    auto_model = "AutoModelForSequenceClassification"
+
+    def preset_config(self, preset: Preset, vocab_size: int, num_labels: int | None):
+        return tiny_bert_config(preset.name, vocab_size=vocab_size, num_labels=num_labels or 2)
 
     def matches(self, config) -> bool:
         from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES

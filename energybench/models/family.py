@@ -51,8 +51,14 @@ class Family:
     #: how tasks are scored: "rank" (log-likelihood of label strings) or "head" (a classification head)
     scoring: ClassVar[str] = ""
     presets: ClassVar[dict[str, Preset]] = {}
+    #: the transformers Auto class this family loads as (``energybench estimate`` builds from a config with it)
+    auto_model: ClassVar[str] = ""
 
     def matches(self, config) -> bool:
+        raise NotImplementedError
+
+    def preset_config(self, preset: Preset, vocab_size: int, num_labels: int | None):
+        """The transformers config of ``preset`` (a shape-only preset keeps its own vocabulary)."""
         raise NotImplementedError
 
     def build_preset(self, preset: Preset, tokenizer, seed: int, num_labels: int | None,

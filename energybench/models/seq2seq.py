@@ -37,6 +37,10 @@ class Seq2SeqFamily(Family):
     name = "seq2seq"
     scoring = "rank"
     presets = {n: Preset(n, "seq2seq", kw) for n, kw in TINY_T5.items()}
+    auto_model = "AutoModelForSeq2SeqLM"
+
+    def preset_config(self, preset: Preset, vocab_size: int, num_labels: int | None):
+        return tiny_t5_config(preset.name, vocab_size=vocab_size)
 
     def matches(self, config) -> bool:
         return bool(getattr(config, "is_encoder_decoder", False))

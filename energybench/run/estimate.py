@@ -27,7 +27,7 @@ import torch
 
 from energybench.measure.accounting import account_inference, account_training_step
 from energybench.methods.base import ApplyContext, count_parameters
-from energybench.models.backbones import TINY_PRESETS, BackboneUnavailableError, byte_tokenizer, tiny_t5_config
+from energybench.models.backbones import byte_tokenizer
 from energybench.registry import load_method
 from energybench.run.plan import resolved_training
 from energybench.suite import BackboneEntry, Suite
@@ -52,37 +52,63 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
 
 
-def backbone_config(entry: BackboneEntry):
-    """The backbone's transformers config, from a preset, a local folder's config.json, or the hub (config only)."""
-    if entry.name in TINY_PRESETS and entry.path is None:
-        return tiny_t5_config(entry.name, vocab_size=len(byte_tokenizer()))
+def backbone_config(entry: BackboneEntry, num_labels: int | None = None):
+    """The backbone's transformers config: a preset's (``shape:`` names a shape-only preset that stands in for a
+    hub model), a local folder's config.json, or the hub's (config only, when online)."""
+    from energybench.models.family import all_presets, family_named
+
+    preset = all_presets().get(entry.shape or ("" if entry.path else entry.name))
+    if preset is not None:
+        return family_named(preset.family).preset_config(preset, len(byte_tokenizer()), num_labels)
     from transformers import AutoConfig
 
     try:
-        return AutoConfig.from_pretrained(entry.path or entry.name)
+        config = AutoConfig.from_pretrained(entry.path or entry.name)
     except (OSError, ValueError) as exc:
         raise EstimateError(f"backbone {entry.display!r}: no config.json found locally or on the hub "
-                            f"(set backbone.path to a folder with config.json): {exc}") from exc
+                            f"(set backbone.path to a folder with config.json, or backbone.shape to a shape "
+                            f"preset such as llama-3.2-3b-shape): {exc}") from exc
+    if num_labels:
+        config.num_labels = num_labels
+    return config
 
 
 def _meta_backbone(config, dtype: torch.dtype, gradient_checkpointing: bool):
-    """The model built from ``config`` on the meta device: shapes and dtypes only, no weights allocated.
-    The accounting turns it into fake tensors (fake.fake_copy), which — unlike meta tensors — run the step."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+    """The model built from ``config`` on the meta device, as its family loads it: shapes and dtypes only, no
+    weights allocated. The accounting turns it into fake tensors (fake.fake_copy), which — unlike meta tensors —
+    run the step."""
+    import transformers
 
+    from energybench.models.family import family_of_config
+
+    auto = getattr(transformers, family_of_config(config).auto_model)
     with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        try:
-            model = AutoModelForSeq2SeqLM.from_config(config, dtype=dtype)
-        except ValueError:
-            model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+        model = auto.from_config(config, dtype=dtype)
     if gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
         model.enable_input_require_grads()
     return model
 
 
-def _worst_case_batch(batch: int, src: int, tgt: int, vocab: int) -> dict[str, torch.Tensor]:
+def _worst_case_batch(config, batch: int, src: int, tgt: int) -> dict[str, torch.Tensor]:
+    """The largest batch a run of this family can meet: no padding.
+
+    seq2seq: ``src`` source tokens and ``tgt`` label tokens; causal: prompt and continuation in one sequence of
+    ``src + tgt`` tokens, the prompt's labels −100; encoder: ``src`` tokens and one class label each."""
+    from energybench.models.family import family_of_config
+
+    vocab = int(getattr(config, "vocab_size", 32000))
+    family = family_of_config(config).name
+    if family == "causal":
+        ids = torch.full((batch, src + tgt), min(5, vocab - 1), dtype=torch.long)
+        labels = ids.clone()
+        labels[:, :src] = -100
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     ids = torch.full((batch, src), min(5, vocab - 1), dtype=torch.long)
+    if family == "encoder":
+        labels = (torch.zeros(batch, dtype=torch.float) if getattr(config, "num_labels", 2) == 1
+                  else torch.zeros(batch, dtype=torch.long))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": labels}
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids),
             "labels": torch.full((batch, tgt), min(6, vocab - 1), dtype=torch.long)}
 
@@ -101,7 +127,8 @@ def estimate_suite(suite: Suite, *, batch_size: int | None = None, gpu_memory: i
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     semantics = semantics or suite.measure.accounting_semantics
     jobs = [Job(b, m) for b in suite.backbones for m in suite.methods]
-    configs = {b.display: backbone_config(b) for b in suite.backbones}
+    num_labels = _num_labels(suite)
+    configs = {b.display: backbone_config(b, num_labels) for b in suite.backbones}
     rows = []
     for i, job in enumerate(jobs, 1):
         t0 = time.perf_counter()
@@ -121,6 +148,13 @@ def estimate_suite(suite: Suite, *, batch_size: int | None = None, gpu_memory: i
         status = row.get("error") or f"{row['mem_model_bytes'] / 2**20:,.1f} MiB"
         progress(f"[{i}/{len(jobs)}] {row['backbone']} · {row['method']}: {status} ({time.perf_counter() - t0:.1f} s)")
     return rows
+
+
+def _num_labels(suite: Suite) -> int | None:
+    """The classification head's size for encoder backbones: the suite's first task's (its label count)."""
+    from energybench.tasks.loading import task_spec
+
+    return task_spec(suite.tasks[0].name).num_labels
 
 
 def _apply_on_meta(config, entry, cfg):
@@ -157,14 +191,13 @@ def estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batch
         reg = method.regularizer(m) if has_reg else None
         return out if reg is None else out + reg
 
-    vocab = int(getattr(config, "vocab_size", 32000))
-    cost = account_training_step(model, loss, _worst_case_batch(batch, src, tgt, vocab),
+    cost = account_training_step(model, loss, _worst_case_batch(config, batch, src, tgt),
                                  lambda p: torch.optim.AdamW(p, lr=cfg.learning_rate), mode="fake",
                                  semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision))
     if method.overrides("for_inference"):
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             model = method.for_inference(model)
-    infer = account_inference(model, lambda m, b: m(**b), _worst_case_batch(infer_batch, src, tgt, vocab),
+    infer = account_inference(model, lambda m, b: m(**b), _worst_case_batch(config, infer_batch, src, tgt),
                               mode="fake", semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision))
     return {"trainable_params": trainable, **cost.memory.as_fields(), "train_flops": cost.train_flops,
             "infer_flops": infer}
@@ -208,4 +241,4 @@ def render(rows: list[dict], fmt: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CONTEXT", "FIGURES", "BackboneUnavailableError", "EstimateError", "estimate_suite", "parse_size", "render"]
+__all__ = ["CONTEXT", "FIGURES", "EstimateError", "estimate_suite", "parse_size", "render"]

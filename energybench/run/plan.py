@@ -47,7 +47,7 @@ class RunSpec(BaseModel):
         number: a trial re-asked with the same parameters after a kill finds its finished row.
         """
         cfg = {
-            "backbone": self.backbone.model_dump(exclude={"label"}),
+            "backbone": self.backbone.model_dump(exclude={"label", "shape"}),
             "task": self.task.model_dump(),
             "method": {"name": self.method.name, "label": self.method.display, "settings": self.method_settings},
             "seed": self.seed,
