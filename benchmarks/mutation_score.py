@@ -85,6 +85,10 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      'return {rid for rid, r in latest_by_run(read_rows(path)).items() if r.get("status") == "ok"}',
      'return {rid for rid, r in latest_by_run(read_rows(path)).items() if r.get("status") >= "ok"}'):
         'status is "ok" or "failed" (RunResult: Literal), and "failed" < "ok", so >= "ok" selects the same rows',
+    ("energybench/report/tables.py",
+     'out[seed] = sum(per_task) if combine == "sum" else sum(per_task) / len(per_task)',
+     'out[seed] = sum(per_task) if combine >= "sum" else sum(per_task) / len(per_task)'):
+        'combine is "sum" or "mean" (Combine: Literal), and "mean" < "sum", so >= "sum" picks the same branch',
 }
 
 

@@ -93,3 +93,12 @@ def test_memory_peak_is_the_largest_sample_of_the_window():
     f = run_window(make_tracker([Board(UUID_A, mem=lambda t: mem[t])], clock), clock, TIMES)
     assert f.values["peak_gpu_mem_nvml_bytes"] == 5 * 2 ** 30
     assert f.provenance["peak_gpu_mem_nvml_bytes"] == "measured"
+
+
+def test_read_grid_protocol_counts_periods_from_the_window_start_not_from_zero():
+    r = ReadBusyTime(t0=100.0, read_period_s=2.0)
+    for t, u in [(101.0, 10.0), (102.0, 50.0), (103.0, 70.0), (104.5, 30.0), (105.0, 90.0)]:
+        r.add(t, u)
+    # the same trace as above, 100 s later: the same busy time and the same 3 samples
+    assert r.read_busy_s() == pytest.approx(0.5 * 2 + 0.3 * 2 + 0.9 * 1.0)
+    assert r.read_samples == 3

@@ -119,3 +119,12 @@ def test_malformed_task_data_stops_the_run_command_with_exit_2_naming_file_and_l
     err = capsys.readouterr().err
     assert "tasks[0] (sst2)" in err and "train.tsv:3: malformed row" in err and "nothing was started" in err
     assert not (out / "results.jsonl").exists()
+
+
+def test_run_suite_options_are_keyword_only(tmp_path):
+    """A positional third argument must not silently become ``echo`` (or the executor)."""
+    import pytest
+
+    suite, out = _suite(tmp_path)
+    with pytest.raises(TypeError):
+        run_suite(suite, out, print)  # type: ignore[misc]

@@ -187,10 +187,15 @@ def test_without_patience_training_runs_to_the_end_and_keeps_the_best(monkeypatc
 
 def test_evaluates_once_per_epoch_by_default_and_counts_epochs(monkeypatch):
     # 4 examples, batch 1 → 4 steps an epoch; 3 epochs = 12 steps; improving scores: no early stop
+    import time
+
+    t0 = time.perf_counter()
     res, _, _, ev = _fit(monkeypatch, [1.0, 2.0, 3.0], n_train=4, total_steps=12, max_epochs=3, patience=1)
+    elapsed = time.perf_counter() - t0
     assert [h["step"] for h in res.history] == [4, 8, 12]
     assert (res.steps, res.epochs, res.best_step, res.stopped_early) == (12, 3.0, 12, False)
     assert len(res.step_times_s) == 12
+    assert all(t > 0 for t in res.step_times_s) and sum(res.step_times_s) <= elapsed  # durations within fit's
 
 
 def test_step_cap_mid_epoch_ends_with_an_evaluation_and_a_fractional_epoch(monkeypatch):
