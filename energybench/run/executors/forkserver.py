@@ -81,16 +81,22 @@ def start(spec_path: str, result_path: str, env: Mapping[str, str]) -> tuple[For
     """Fork a run from the warm server; returns it and its merged stdout/stderr as a text stream."""
     from energybench.run.child import forked_main
 
-    # The server is started as `python -c ...`, which would put the current directory first on its sys.path;
-    # PYTHONSAFEPATH (Python 3.11+) stops that before anything is imported (run/isolate.py does it on 3.10).
-    os.environ.setdefault("PYTHONSAFEPATH", "1")
     ctx = _ctx()
     reader, writer = ctx.Pipe(duplex=False)
     process = ctx.Process(target=forked_main, args=(spec_path, result_path, writer, dict(env)),
                           name="energybench-run")
+    # The server is started (on the first start()) as `python -c ...`, which would put the current directory
+    # first on its sys.path; PYTHONSAFEPATH (Python 3.11+) stops that before anything is imported
+    # (run/isolate.py does it on 3.10). Set only while starting: the caller's own subprocesses keep their path.
+    previous = os.environ.get("PYTHONSAFEPATH")
+    os.environ["PYTHONSAFEPATH"] = "1"
     try:
         process.start()
     finally:
+        if previous is None:
+            os.environ.pop("PYTHONSAFEPATH", None)
+        else:
+            os.environ["PYTHONSAFEPATH"] = previous
         writer.close()  # the child holds the only write end now: EOF comes when it exits
     stream = os.fdopen(os.dup(reader.fileno()), "r", encoding="utf-8", errors="replace")
     reader.close()
