@@ -44,7 +44,10 @@ def test_failed_runs_are_retried_on_the_next_invocation_and_finished_ones_skippe
     assert len(first.failures) == 2 and all(f.endswith(": RuntimeError: boom") and "lora" in f
                                             for f in first.failures)
     printed = capsys.readouterr().out  # the progress lines (serial: no run number prefix on relayed lines)
-    assert printed.count("  FAILED: RuntimeError: boom\n") == 2
+    # issue 17's numbered form: "  FAILED [n/N] title: error", one per failed run
+    assert sorted(ln for ln in printed.splitlines() if ln.startswith("  FAILED")) == [
+        "  FAILED [3/4] tiny-t5 · synth-sst2 · lora · seed 0: RuntimeError: boom",
+        "  FAILED [4/4] tiny-t5 · synth-sst2 · lora · seed 1: RuntimeError: boom"]
     assert [ln.split()[0] for ln in printed.splitlines() if ln.startswith("[")] == ["[1/4]", "[2/4]", "[3/4]", "[4/4]"]
     import json
 

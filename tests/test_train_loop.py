@@ -74,7 +74,7 @@ class ScriptedEval:
     def __init__(self, scores):
         self.scores, self.calls, self.forwards, self.examples = list(scores), [], [], []
 
-    def __call__(self, model, tokenizer, spec, examples, *args):
+    def __call__(self, model, tokenizer, spec, examples, *args, **kwargs):  # kwargs: family
         self.calls.append(float(model.w.detach()[0]))
         self.forwards.append(float(model.forwards))
         self.examples.append(list(examples))
