@@ -1,13 +1,15 @@
 """Training-step memory of every method vs full fine-tuning at READ's real batch, from `estimate` (no extrapolation).
 
-benchmarks/memory_ratios.py measured real CPU steps at small batches and
-carried them to batch 96 along a line; this one accounts batch 96 directly on
+Until 0.2 this script measured real CPU steps at small batches and carried
+them to batch 96 along a line; it now accounts batch 96 directly on
 fake tensors (energybench.run.estimate, CUDA saved-tensor semantics), with
 the public T5 configs' dropout (0.1), in fp32, bf16-mixed and bf16, with and
 without gradient checkpointing. Source length 128, target length 4 (a GLUE
 label plus EOS), as in memory_ratios.py.
 
-    python benchmarks/memory_ratios_estimate.py [--backbone t5-base-random] [--out reports/memory_ratios_estimate.md]
+    python benchmarks/memory_ratios.py [--backbone t5-base-random] [--out reports/memory_ratios.md]
+
+LST appears twice: at full depth and with the authors' t5-base side layers (9 of 12 side blocks kept).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from energybench.methods.lst import AUTHORS_T5_BASE_SIDE_LAYERS
 from energybench.registry import method_names
 from energybench.run.estimate import backbone_config, estimate_one
 from energybench.suite import BackboneEntry, MethodEntry
@@ -35,19 +38,21 @@ def main() -> int:
     args = ap.parse_args()
     config = backbone_config(BackboneEntry(name=args.backbone))
     config.dropout_rate = args.dropout
-    names = ["full_ft", *[n for n in method_names() if n != "full_ft"]]
+    entries = {n: MethodEntry(name=n) for n in ["full_ft", *[n for n in method_names() if n != "full_ft"]]}
+    entries["lst (authors' t5-base side layers)"] = MethodEntry(name="lst", side_layers=list(AUTHORS_T5_BASE_SIDE_LAYERS))
+    names = list(entries)
     table: dict[tuple[str, bool], dict[str, dict]] = {}
     t0 = time.perf_counter()
     for precision, gc in SETTINGS:
         cfg = TrainingSettings(precision=precision, gradient_checkpointing=gc, batch_size=args.batch)
         for name in names:
             t = time.perf_counter()
-            table.setdefault((precision, gc), {})[name] = estimate_one(config, MethodEntry(name=name), cfg, args.batch,
+            table.setdefault((precision, gc), {})[name] = estimate_one(config, entries[name], cfg, args.batch,
                                                                       128, 4, 1, "cuda")
             print(f"  {precision} ckpt={gc} {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
     lines = [f"# Training-step memory at batch {args.batch} ({args.backbone}, dropout {args.dropout}), from `energybench estimate`",
              "", f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
-             "`python benchmarks/memory_ratios_estimate.py` in "
+             "`python benchmarks/memory_ratios.py` in "
              f"{time.perf_counter() - t0:.0f} s. Modelled: fake tensors, CUDA saved-tensor semantics, source 128 / "
              "target 4 tokens, AdamW. mem_model_bytes in MiB (2^20 bytes) and as a ratio to full_ft in the same "
              "setting; activations = tensors saved for backward. Not a CUDA peak: allocator slack, the CUDA "
