@@ -113,12 +113,7 @@ def apply_lst_causal(model: nn.Module, s, seed: int) -> LSTCausalModel:
     for p in model.parameters():
         p.requires_grad_(False)
     n = len(causal.layers(model))
-    bad = [i for i in s.drop_layers if i >= n]
-    if bad:
-        raise ValueError(f"lst: drop_layers {bad} out of range for the {n}-layer backbone decoder")
-    kept = [i for i in range(n) if i not in set(s.drop_layers)]
-    if not kept:
-        raise ValueError("lst: drop_layers removes every side layer")
+    kept = s.kept_layers(n, "decoder")  # side_layers (kept) or drop_layers, as on T5
     cfg = side_config(model.config, s.reduction_factor)
     cfg.num_hidden_layers = len(kept)
     if getattr(cfg, "layer_types", None):  # Qwen2/3, Mistral: per-layer attention kinds follow the kept layers

@@ -113,12 +113,7 @@ def apply_lst_encoder(model: nn.Module, s, seed: int) -> LSTEncoderModel:
     for p in model.parameters():
         p.requires_grad_(False)
     n = len(encoder.layers(model))
-    bad = [i for i in s.drop_layers if i >= n]
-    if bad:
-        raise ValueError(f"lst: drop_layers {bad} out of range for the {n}-layer backbone encoder")
-    kept = [i for i in range(n) if i not in set(s.drop_layers)]
-    if not kept:
-        raise ValueError("lst: drop_layers removes every side layer")
+    kept = s.kept_layers(n, "encoder")  # side_layers (kept) or drop_layers, as on T5
     cfg = side_config(model.config, s.reduction_factor)
     cfg.num_hidden_layers = len(kept)
     base_cls = type(model.base_model)
