@@ -59,10 +59,11 @@ def causal_config(preset: str, vocab_size: int = 384, **overrides):
     kwargs.update(overrides)
     special = dict(pad_token_id=0, eos_token_id=1, bos_token_id=1)
     if arch == "gpt2":
-        return GPT2Config(n_positions=512, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, **special, **kwargs)
+        return GPT2Config(**{"n_positions": 512, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0,
+                             **special, **kwargs})
     kwargs.setdefault("tie_word_embeddings", False)
     kwargs.setdefault("max_position_embeddings", 512)
-    return LlamaConfig(attention_dropout=0.0, rms_norm_eps=1e-5, **special, **kwargs)
+    return LlamaConfig(**{"attention_dropout": 0.0, "rms_norm_eps": 1e-5, **special, **kwargs})  # overrides win
 
 
 class CausalFamily(Family):

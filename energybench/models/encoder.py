@@ -39,11 +39,9 @@ def problem_type(num_labels: int | None) -> str:
 def tiny_bert_config(preset: str, vocab_size: int = 384, num_labels: int = 2, **overrides):
     from transformers import BertConfig
 
-    kwargs = dict(TINY_BERT[preset])
-    kwargs.update(overrides)
-    return BertConfig(vocab_size=vocab_size, max_position_embeddings=512, hidden_dropout_prob=0.0,
-                      attention_probs_dropout_prob=0.0, pad_token_id=0, num_labels=num_labels,
-                      problem_type=problem_type(num_labels), **kwargs)
+    kwargs = {"max_position_embeddings": 512, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0,
+              "pad_token_id": 0, **TINY_BERT[preset], **overrides}  # overrides win, dropout included
+    return BertConfig(vocab_size=vocab_size, num_labels=num_labels, problem_type=problem_type(num_labels), **kwargs)
 
 
 class EncoderFamily(Family):
