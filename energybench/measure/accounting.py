@@ -8,9 +8,12 @@ regression exactly. The figures are *modelled* (measure/figures.py).
 
 Two modes count the same things:
 
-* ``fake`` (default): the step runs on a fake-tensor twin of the model
+* ``fake`` (default): the step runs on a data-free twin of the model
   (:mod:`energybench.measure.fake`): no data is allocated and no arithmetic
-  runs, so it costs seconds and little host memory at any scale;
+  runs, so it costs seconds and little host memory at any scale. The twin is
+  on the meta device where that counts the same (CUDA semantics, no autocast:
+  the graph does not depend on the device then), else — or when an operator
+  has no meta kernel — fake CPU tensors; ``StepCost.engine`` says which;
 * ``real``: the step runs on a real CPU copy, kept for cross-checks (with
   dropout 0 and eager attention the two agree byte for byte and FLOP for FLOP).
 
@@ -31,7 +34,8 @@ from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from energybench.measure.fake import fake_batch, fake_copy, masks_all_ones, new_fake_mode, replay_mask_decisions, storage_key
+from energybench.measure.fake import (fake_batch, fake_copy, masks_all_ones, meta_batch, meta_copy,
+                                      new_fake_mode, replay_mask_decisions, storage_key)
 from energybench.measure.semantics import SEMANTICS, CudaKernels, SavedTensors
 
 MODES = ("fake", "real")
@@ -73,6 +77,7 @@ class StepCost:
     train_flops: int
     mode: str
     semantics: str
+    engine: str = "real"  # real | meta | fake-tensor: what the step ran on (fake mode picks meta where it can)
 
 
 def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
@@ -85,15 +90,17 @@ def _unique_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 
 @contextlib.contextmanager
-def _work_copy(model: nn.Module, batch: dict, mode: str):
-    """(copy of the model in train mode, its batch), fake or real, inside the context the step must run in."""
-    if mode not in MODES:
-        raise ValueError(f"accounting_mode must be one of {', '.join(MODES)}, not {mode!r}")
+def _work_copy(model: nn.Module, batch: dict, engine: str):
+    """(copy of the model in train mode, its batch) on ``engine``, inside the context the step must run in."""
     with torch.random.fork_rng(devices=[]):
-        if mode == "real":
+        if engine == "real":
             yield copy.deepcopy(model).cpu().train(), {k: v.cpu() if torch.is_tensor(v) else v for k, v in batch.items()}
             return
         all_ones = masks_all_ones(batch)
+        if engine == "meta":
+            with replay_mask_decisions(all_ones):
+                yield meta_copy(model).train(), meta_batch(batch)  # a meta model is used in place
+            return
         already = next((p.fake_mode for p in model.parameters() if isinstance(p, FakeTensor)), None)
         fm = already or new_fake_mode()
         work = (model if already is not None else fake_copy(model, fm)).train()  # a fake model is used in place
@@ -103,6 +110,37 @@ def _work_copy(model: nn.Module, batch: dict, mode: str):
 
 def _autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _checked(mode: str, semantics: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"accounting_mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if semantics not in SEMANTICS:
+        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
+
+
+def _engines(model: nn.Module, mode: str, semantics: str, autocast_dtype: torch.dtype | None) -> tuple[str, ...]:
+    """The engines to try in order. Meta tensors count what fake CPU tensors count only under CUDA semantics
+    (CPU semantics follow the CPU's own kernel choices, e.g. its fused attention) and without autocast (which
+    has no meta dispatch key); a model that is already fake stays fake."""
+    if mode == "real":
+        return ("real",)
+    if any(isinstance(p, FakeTensor) for p in model.parameters()):
+        return ("fake-tensor",)
+    if semantics == "cuda" and autocast_dtype is None:
+        return ("meta", "fake-tensor")
+    return ("fake-tensor",)
+
+
+def _on_first_engine(engines: tuple[str, ...], count: Callable[[str], object]):
+    """``count(engine)`` on the first engine that can run it. Meta tensors refuse what fake tensors handle (an
+    operator without a meta kernel, a CPU constant mixed in, a data-dependent branch): those fall back."""
+    for engine in engines[:-1]:
+        try:
+            return count(engine)
+        except (RuntimeError, NotImplementedError, TypeError):
+            continue
+    return count(engines[-1])
 
 
 def account_training_step(
@@ -123,11 +161,16 @@ def account_training_step(
     are counted as activations, the fp32 master weights as parameters).
     Gradient checkpointing is followed as the model is set (the saved tensors
     are then the checkpoints' inputs). The caller's model, gradients, optimizer
-    and random state are untouched.
+    and random state are untouched (a meta or fake model is used in place).
     """
-    if semantics not in SEMANTICS:
-        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
-    with _work_copy(model, batch, mode) as (work, work_batch):
+    _checked(mode, semantics)
+    return _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
+                            lambda engine: _training_step(model, loss_fn, batch, optimizer_factory, engine,
+                                                          semantics, autocast_dtype, mode))
+
+
+def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, autocast_dtype, mode) -> StepCost:
+    with _work_copy(model, batch, engine) as (work, work_batch):
         params = _unique_parameters(work)
         trainable = [p for p in params if p.requires_grad]
         by_storage = {storage_key(p): p for p in params}
@@ -144,22 +187,63 @@ def account_training_step(
         activations = saved.total
         saved.held.clear()
         grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-        opt_bytes = 0
-        if trainable:
-            opt = optimizer_factory(trainable)
-            opt.step()
-            opt_bytes = sum(v.untyped_storage().nbytes() for state in opt.state.values()
-                            for v in state.values() if torch.is_tensor(v))
+        opt_bytes = _optimizer_state_bytes(trainable, optimizer_factory, engine)
+        if engine == "meta":
+            for p in trainable:
+                p.grad = None  # a meta model used in place keeps no gradients from its accounting
         return StepCost(MemoryBreakdown(params_bytes, grads_bytes, opt_bytes, activations),
-                        int(counter.get_total_flops()), mode, semantics)
+                        int(counter.get_total_flops()), mode, semantics, engine)
+
+
+def _optimizer_state_bytes(trainable: list[nn.Parameter], optimizer_factory, engine: str) -> int:
+    """Bytes of the optimizer's state after one step.
+
+    Optimizers read their step count with ``.item()``, which meta tensors
+    refuse, so a meta model's step runs on fake twins of its trainable
+    parameters — one twin per distinct (shape, stride, dtype, gradient dtype),
+    its state's bytes counted once per parameter of that kind. That holds for
+    every optimizer whose state is per parameter and a function of its shape
+    (torch's AdamW, Adam, SGD, RMSprop, Adagrad …); the meta tests check it
+    against a real step.
+    """
+    if not trainable:
+        return 0
+    if engine != "meta":
+        return _state_bytes(_stepped(optimizer_factory, trainable))
+    kinds: dict[tuple, int] = {}
+    for p in trainable:
+        kind = (tuple(p.shape), p.stride(), p.dtype, None if p.grad is None else (p.grad.stride(), p.grad.dtype))
+        kinds[kind] = kinds.get(kind, 0) + 1
+    total = 0
+    with new_fake_mode():
+        for (shape, stride, dtype, grad), count in kinds.items():
+            twin = nn.Parameter(torch.empty_strided(shape, stride, dtype=dtype))
+            if grad is not None:
+                twin.grad = torch.empty_strided(shape, grad[0], dtype=grad[1])
+            total += count * _state_bytes(_stepped(optimizer_factory, [twin]))
+    return total
+
+
+def _stepped(optimizer_factory, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+    opt = optimizer_factory(params)
+    opt.step()
+    return opt
+
+
+def _state_bytes(opt: torch.optim.Optimizer) -> int:
+    return sum(v.untyped_storage().nbytes() for state in opt.state.values() for v in state.values() if torch.is_tensor(v))
 
 
 def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], object], batch: dict, *,
                       mode: str = "fake", semantics: str = "cuda", autocast_dtype: torch.dtype | None = None) -> int:
     """FLOPs of one inference forward of ``model`` (in eval mode, no grad) on ``batch``."""
-    if semantics not in SEMANTICS:
-        raise ValueError(f"accounting_semantics must be one of {', '.join(SEMANTICS)}, not {semantics!r}")
-    with _work_copy(model, batch, mode) as (work, work_batch):
+    _checked(mode, semantics)
+    return _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
+                            lambda engine: _inference(model, forward_fn, batch, engine, semantics, autocast_dtype))
+
+
+def _inference(model, forward_fn, batch, engine, semantics, autocast_dtype) -> int:
+    with _work_copy(model, batch, engine) as (work, work_batch):
         work.eval()
         counter = FlopCounterMode(display=False)
         kernels = CudaKernels(SavedTensors(storage_key, set())) if semantics == "cuda" else contextlib.nullcontext()

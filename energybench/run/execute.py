@@ -232,11 +232,12 @@ def _accounting(model, method, train_batch: dict, measure: MeasureSettings, cfg)
                                  lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
                                  mode=measure.accounting_mode, semantics=measure.accounting_semantics,
                                  autocast_dtype=autocast_dtype(cfg.precision))
-    note = _accounting_note(measure, cfg)
+    note = _accounting_note(measure, cfg) + f"; engine: {cost.engine}"
     for name, value in cost.memory.as_fields().items():
         figs.put(name, value, MODELLED, note)
     figs.put("train_flops", cost.train_flops, MODELLED, f"torch.utils.flop_counter, one training step; {note}")
-    figs.values.update(accounting_mode=measure.accounting_mode, accounting_semantics=measure.accounting_semantics,
+    figs.values.update(accounting_mode=measure.accounting_mode, accounting_engine=cost.engine,
+                       accounting_semantics=measure.accounting_semantics,
                        precision=cfg.precision, gradient_checkpointing=cfg.gradient_checkpointing)
     return figs
 
