@@ -164,7 +164,7 @@ def cmd_estimate(args) -> int:
         if args.batch_size is not None and args.batch_size < 1:
             raise EstimateError(f"--batch-size {args.batch_size}: must be at least 1")
         rows = estimate_suite(suite, batch_size=args.batch_size, gpu_memory=gpu, source_length=args.source_length,
-                              target_length=args.target_length, semantics=args.semantics)
+                              target_length=args.target_length, semantics=args.semantics, jobs=args.jobs)
         text = render(rows, args.format)
     except SuiteError as exc:
         return _err(f"invalid suite\n{exc}")
@@ -342,6 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--target-length", type=int, metavar="N", help="label tokens (default: max_target_length)")
     est.add_argument("--semantics", choices=("cuda", "cpu"), help="saved-tensor semantics (default: the suite's "
                      "measure.accounting_semantics, cuda)")
+    est.add_argument("--jobs", type=int, metavar="N", help="worker processes, each accounting one (backbone, "
+                     "method) at a time (default: one per CPU core)")
     est.set_defaults(func=cmd_estimate)
     m = sub.add_parser("methods", help="list the registered fine-tuning methods")
     m.set_defaults(func=cmd_methods)

@@ -44,7 +44,7 @@ training:
 @pytest.fixture(scope="module")
 def rows(tmp_path_factory):
     path = write_suite(tmp_path_factory.mktemp("est"), SUITE)
-    return estimate_suite(load_suite(path), gpu_memory=parse_size("8MiB"), progress=lambda _m: None)
+    return estimate_suite(load_suite(path), gpu_memory=parse_size("8MiB"), progress=lambda _m: None, jobs=2)
 
 
 def _real_model_figures(name: str) -> dict:
@@ -77,6 +77,19 @@ def test_json_rows_have_exactly_the_documented_keys(tmp_path, capsys):
     assert [r["method"] for r in out] == ["full_ft", "lora"]
     assert all(set(r) == set(FIGURES) | set(CONTEXT) | {"fits"} for r in out)
     assert all(r["batch_size"] == 2 and r["accounting_semantics"] == "cuda" and r["fits"] is True for r in out)
+
+
+def test_worker_processes_give_the_serial_rows_in_the_suites_order(tmp_path, rows):
+    """--jobs only spreads rows over processes: the same figures, in the suite's order, as one process."""
+    suite = load_suite(write_suite(tmp_path, SUITE))
+    serial = estimate_suite(suite, gpu_memory=parse_size("8MiB"), progress=lambda _m: None, jobs=1)
+    assert [r["method"] for r in serial] == list(METHODS)
+    assert serial == rows  # the module fixture ran in two worker processes
+
+
+def test_zero_jobs_is_exit_2(tmp_path, capsys):
+    assert main(["estimate", str(write_suite(tmp_path, SUITE)), "--jobs", "0"]) == 2
+    assert "--jobs 0" in capsys.readouterr().err
 
 
 def test_bad_gpu_memory_is_exit_2(tmp_path, capsys):

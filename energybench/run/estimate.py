@@ -17,6 +17,8 @@ of the same shape, of the model as deployed (``for_inference``).
 
 from __future__ import annotations
 
+import multiprocessing as mp
+import os
 import re
 import sys
 import time
@@ -113,41 +115,83 @@ def _worst_case_batch(config, batch: int, src: int, tgt: int) -> dict[str, torch
             "labels": torch.full((batch, tgt), min(6, vocab - 1), dtype=torch.long)}
 
 
-@dataclass
-class Job:
-    backbone: BackboneEntry
-    method: object  # MethodEntry
-
-
 def estimate_suite(suite: Suite, *, batch_size: int | None = None, gpu_memory: int | None = None,
                    source_length: int | None = None, target_length: int | None = None,
-                   semantics: str | None = None, progress: Callable[[str], None] | None = None) -> list[dict]:
+                   semantics: str | None = None, progress: Callable[[str], None] | None = None,
+                   jobs: int | None = None) -> list[dict]:
     """One row per (backbone, method): the figures of :data:`FIGURES`, the context of :data:`CONTEXT`
-    (and ``fits`` with ``gpu_memory``). A method that cannot be accounted gets null figures and ``error``."""
+    (and ``fits`` with ``gpu_memory``). A method that cannot be accounted gets null figures and ``error``.
+
+    Rows are independent, so ``jobs`` worker processes (default: one per core, at most one per row) account
+    them side by side; the rows come back in the suite's order whatever finishes first."""
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     semantics = semantics or suite.measure.accounting_semantics
-    jobs = [Job(b, m) for b in suite.backbones for m in suite.methods]
     num_labels = _num_labels(suite)
     configs = {b.display: backbone_config(b, num_labels) for b in suite.backbones}
-    rows = []
-    for i, job in enumerate(jobs, 1):
-        t0 = time.perf_counter()
-        cfg = resolved_training(suite, job.method)
-        row = {"backbone": job.backbone.display, "method": job.method.display,
-               "batch_size": batch_size or cfg.batch_size, "precision": cfg.precision,
-               "gradient_checkpointing": cfg.gradient_checkpointing, "accounting_semantics": semantics}
-        try:
-            row.update(estimate_one(configs[job.backbone.display], job.method, cfg, row["batch_size"],
-                                     source_length or cfg.max_source_length, target_length or cfg.max_target_length,
-                                     suite.measure.latency_batch_size, semantics))
-        except Exception as exc:  # noqa: BLE001 - one method's failure is its row, the table goes on
-            row.update({k: None for k in FIGURES}, error=f"{type(exc).__name__}: {exc}")
+    tasks = [_Task(configs[b.display], b.display, m, resolved_training(suite, m), batch_size, source_length,
+                   target_length, suite.measure.latency_batch_size, semantics)
+             for b in suite.backbones for m in suite.methods]
+    rows: list[dict | None] = [None] * len(tasks)
+    for done, (i, row, seconds) in enumerate(_in_workers(tasks, _worker_count(jobs, len(tasks))), 1):
         if gpu_memory is not None:
             row["fits"] = None if row["mem_model_bytes"] is None else row["mem_model_bytes"] <= gpu_memory
-        rows.append(row)
+        rows[i] = row
         status = row.get("error") or f"{row['mem_model_bytes'] / 2**20:,.1f} MiB"
-        progress(f"[{i}/{len(jobs)}] {row['backbone']} · {row['method']}: {status} ({time.perf_counter() - t0:.1f} s)")
+        progress(f"[{done}/{len(tasks)}] {row['backbone']} · {row['method']}: {status} ({seconds:.1f} s)")
     return rows
+
+
+@dataclass
+class _Task:
+    config: object
+    backbone: str
+    method: object  # MethodEntry
+    cfg: object  # TrainingSettings
+    batch_size: int | None
+    source_length: int | None
+    target_length: int | None
+    infer_batch: int
+    semantics: str
+
+    def row(self) -> dict:
+        cfg = self.cfg
+        row = {"backbone": self.backbone, "method": self.method.display, "batch_size": self.batch_size or cfg.batch_size,
+               "precision": cfg.precision, "gradient_checkpointing": cfg.gradient_checkpointing,
+               "accounting_semantics": self.semantics}
+        try:
+            row.update(estimate_one(self.config, self.method, cfg, row["batch_size"],
+                                    self.source_length or cfg.max_source_length,
+                                    self.target_length or cfg.max_target_length, self.infer_batch, self.semantics))
+        except Exception as exc:  # noqa: BLE001 - one method's failure is its row, the table goes on
+            row.update({k: None for k in FIGURES}, error=f"{type(exc).__name__}: {exc}")
+        return row
+
+
+def _worker_count(jobs: int | None, n_tasks: int) -> int:
+    if jobs is not None and jobs < 1:
+        raise EstimateError(f"--jobs {jobs}: must be at least 1")
+    return max(1, min(jobs or os.cpu_count() or 1, n_tasks))
+
+
+_TASKS: list[_Task] = []  # what forked workers read (inherited, not pickled: configs and entries stay as they are)
+
+
+def _timed_row(i: int) -> tuple[int, dict, float]:
+    t0 = time.perf_counter()
+    return i, _TASKS[i].row(), time.perf_counter() - t0
+
+
+def _in_workers(tasks: list[_Task], workers: int):
+    """(index, row, seconds) per task as each finishes: in this process, or in ``workers`` forked ones. Fork
+    (Linux) shares the imported modules, so a worker starts in milliseconds; elsewhere rows run here."""
+    global _TASKS
+    _TASKS = tasks
+    if workers == 1 or "fork" not in mp.get_all_start_methods():
+        yield from (_timed_row(i) for i in range(len(tasks)))
+        return
+    _meta_backbone(tasks[0].config, torch.float32, False)  # the model classes import once, before the fork
+    with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        yield from pool.imap_unordered(_timed_row, range(len(tasks)))
 
 
 def _num_labels(suite: Suite) -> int | None:
