@@ -31,6 +31,7 @@ from energybench.measure.accounting import account_inference, account_training_s
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.models.backbones import byte_tokenizer
 from energybench.registry import load_method
+from energybench.run.execute import training_loss
 from energybench.run.plan import resolved_training
 from energybench.suite import BackboneEntry, Suite
 from energybench.train.precision import autocast_dtype, backbone_dtype
@@ -228,14 +229,7 @@ def estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batch
     """The figures of one (backbone config, method entry, training settings) at the given batch shape."""
     model, method = _apply_on_meta(config, entry, cfg)
     trainable, _ = count_parameters(model)
-    has_reg = method.overrides("regularizer")
-
-    def loss(m, b):
-        out = m(**b).loss
-        reg = method.regularizer(m) if has_reg else None
-        return out if reg is None else out + reg
-
-    cost = account_training_step(model, loss, _worst_case_batch(config, batch, src, tgt),
+    cost = account_training_step(model, training_loss(method), _worst_case_batch(config, batch, src, tgt),
                                  lambda p: torch.optim.AdamW(p, lr=cfg.learning_rate), mode="fake",
                                  semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision))
     if method.overrides("for_inference"):

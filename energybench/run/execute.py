@@ -205,7 +205,9 @@ def _generate_window(meter: Meter, model, tokenizer, data, cfg, measure: Measure
     return window
 
 
-def _loss_fn(method):
+def training_loss(method):
+    """``loss(model, batch)``: the model's loss plus the method's regulariser, as the loop trains it and as
+    the accounting (here and in ``estimate``) counts it."""
     has_reg = method.overrides("regularizer")
 
     def loss(model, batch):
@@ -228,7 +230,7 @@ def _accounting(model, method, train_batch: dict, measure: MeasureSettings, cfg)
         for name in ("mem_model_bytes", "train_flops"):
             figs.null(name, "accounting disabled in the suite (measure.accounting: false)")
         return figs
-    cost = account_training_step(model, _loss_fn(method), train_batch,
+    cost = account_training_step(model, training_loss(method), train_batch,
                                  lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
                                  mode=measure.accounting_mode, semantics=measure.accounting_semantics,
                                  autocast_dtype=autocast_dtype(cfg.precision))
