@@ -63,21 +63,36 @@ def test_markdown_shows_baseline_first_and_percent_of_it_in_each_efficiency_cell
 
 
 def test_null_gpu_figures_print_a_dash_and_a_footnote_with_the_reason_never_a_zero(tmp_path):
-    rows = [make_row(m, t, s, train={"gpu_energy_kwh": None, "gpu_energy_read_kwh": None,
+    """A figure null in some rows: a dash and a footnote in those cells. A figure null in every row: its
+    column collapses into one line under the table naming it, with the footnote giving the reason."""
+    rows = [make_row(m, t, s, train={"gpu_energy_kwh": None if m == "lora" else 0.002, "gpu_energy_read_kwh": None,
                                      "peak_gpu_mem_bytes": None},
                      accounting={"mem_model_bytes": 100})
             for m in ("full_ft", "lora") for t in ("a", "b") for s in (0, 1)]
     write_report([write_rows(tmp_path, rows)], tmp_path)
     md = (tmp_path / "report.md").read_text()
-    quality_lora = next(ln for ln in md.splitlines() if ln.startswith("| lora |"))
+    quality = md[md.index("### Quality"):md.index("### Efficiency")]
+    header = next(ln for ln in quality.splitlines() if ln.startswith("| Method |"))
+    quality_lora = next(ln for ln in quality.splitlines() if ln.startswith("| lora |"))
     cells = [c.strip() for c in quality_lora.strip("|").split("|")]
-    energy, pct = cells[5], cells[6]
-    assert re.fullmatch(r"—[¹²³⁴⁵⁶⁷⁸⁹⁰˒]+", energy) and re.fullmatch(r"—[¹²³⁴⁵⁶⁷⁸⁹⁰˒]+", pct)
+    energy_col = next(i for i, h in enumerate(c.strip() for c in header.strip("|").split("|"))
+                      if h.startswith("GPU energy, train, all tasks"))
+    energy = cells[energy_col]
+    assert re.fullmatch(r"—[¹²³⁴⁵⁶⁷⁸⁹⁰˒]+", energy)
     notes = md[md.index("## Notes"):]
     mark = energy[1:]
     assert any(line.startswith(mark + " ") and NO_GPU in line for line in notes.splitlines())
-    # a figure no row recorded at all (CPU+RAM energy) is explained too
-    assert "not recorded by the run" in notes
+    # a figure no row recorded at all (CPU+RAM energy) is named once under its table, with its reason
+    efficiency = md[md.index("### Efficiency"):md.index("## Notes")]
+    eff_header = next(ln for ln in efficiency.splitlines() if ln.startswith("| Method |"))
+    assert "Train CPU+RAM energy" not in eff_header and "READ estimate" not in eff_header
+    collapsed = next(ln for ln in efficiency.splitlines() if ln.startswith("No value in any row, so not shown:"))
+    cpu = re.search(r"Train CPU\+RAM energy[^;]*?([¹²³⁴⁵⁶⁷⁸⁹⁰˒]+)[;.]", collapsed)
+    assert cpu, collapsed
+    number = next(line for line in notes.splitlines() if line.startswith(cpu.group(1).split("˒")[0] + " "))
+    assert "not recorded by the run" in number
+    csv_header = (tmp_path / "efficiency.csv").read_text().splitlines()[0]
+    assert "gpu_energy_read_kwh_mean" in csv_header and "infer_latency_ms_p99_note" in csv_header  # CSV keeps all
     eff = pd.read_csv(tmp_path / "efficiency.csv").set_index("method")
     assert math.isnan(eff.loc["lora", "train_gpu_energy_kwh_mean"])
     assert NO_GPU in eff.loc["lora", "train_gpu_energy_kwh_note"]

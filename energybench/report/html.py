@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 from energybench.report.plots import Plot
-from energybench.report.tables import Footnotes, Table, fmt_pct
+from energybench.report.tables import EMPTY_COLUMNS_LEAD, Footnotes, Table, collapsed, fmt_pct
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;
@@ -44,16 +44,21 @@ def _cell_html(item, notes: Footnotes) -> str:
         return escape(item)
     cell, kind, scale, show_pct = item
     txt = (fmt_pct(cell.mean) if cell.mean is not None else "—") if kind == "pct" else cell.text(kind, scale, show_pct)
-    nums = notes.numbers(cell.notes)
-    marks = "".join(f'<sup><a href="#note-{n}">{n}</a></sup>' for n in nums)
-    return escape(txt) + marks
+    return escape(txt) + _marks_html(notes.numbers(cell.notes))
+
+
+def _marks_html(nums: list[int]) -> str:
+    return "".join(f'<sup><a href="#note-{n}">{n}</a></sup>' for n in nums)
 
 
 def table_html(table: Table, notes: Footnotes) -> str:
+    table, dropped = collapsed(table)
     head = "".join(f"<th>{escape(h)}</th>" for h in table.header)
     body = "".join("<tr>" + "".join(f"<td>{_cell_html(c, notes)}</td>" for c in row) + "</tr>" for row in table.rows)
+    empty = ("" if not dropped else "<p>" + escape(EMPTY_COLUMNS_LEAD) + " " + "; ".join(
+        escape(h) + _marks_html(notes.numbers(reasons)) for h, reasons in dropped) + ".</p>")
     return (f'<table class="report-table"><caption><b>{escape(table.title)}.</b> {escape(table.caption)}</caption>'
-            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{empty}")
 
 
 def plot_html(plot: Plot) -> str:
