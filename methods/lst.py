@@ -167,35 +167,52 @@ class LSTModel(nn.Module):
         self.kept_residual_dims: list[int] | None = None  # set by the pruning init
 
     @torch.no_grad()
-    def backbone_states(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
-        """Graph-free backbone pass: token embeddings and every block's output, both stacks."""
-        bb = self.backbone
-        enc, dec = [], []
-        hooks = [b.register_forward_hook(lambda _m, _i, out: enc.append(out[0])) for b in bb.encoder.block]
-        hooks += [b.register_forward_hook(lambda _m, _i, out: dec.append(out[0])) for b in bb.decoder.block]
+    def _backbone_pass(self, stack: nn.Module, **kwargs) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Graph-free pass of one backbone stack: every block's output, and the stack's last hidden state."""
+        states = []
+        hooks = [b.register_forward_hook(lambda _m, _i, out: states.append(out[0])) for b in stack.block]
         try:
-            enc_out = bb.encoder(input_ids=input_ids, attention_mask=attention_mask)
-            bb.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                       encoder_hidden_states=enc_out.last_hidden_state, encoder_attention_mask=attention_mask,
-                       use_cache=False)
+            out = stack(**kwargs)
         finally:
             for h in hooks:
                 h.remove()
-        return bb.encoder.embed_tokens(input_ids), enc, bb.decoder.embed_tokens(decoder_input_ids), dec
+        return states, out.last_hidden_state
+
+    def _side_encoding(self, input_ids, attention_mask, enc):
+        """The side encoder's output over the backbone encoder's states, and the additive source mask."""
+        with torch.no_grad():
+            enc_emb = self.backbone.encoder.embed_tokens(input_ids)
+        src_mask = _additive(attention_mask[:, None, None, :], enc_emb.dtype)
+        return self.side_encoder(enc_emb, enc, src_mask), src_mask
+
+    @torch.no_grad()
+    def reusable_encoding(self, input_ids, attention_mask) -> dict:
+        """Keyword arguments for :meth:`forward` that reuse one source pass (backbone encoder and side
+        encoder) for every candidate label: rank classification, train/evaluate.py. Evaluation only."""
+        enc, enc_last = self._backbone_pass(self.backbone.encoder, input_ids=input_ids, attention_mask=attention_mask)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "encoded": (enc_last, *self._side_encoding(input_ids, attention_mask, enc))}
 
     def forward(self, input_ids, attention_mask=None, labels=None, decoder_attention_mask=None,
-                decoder_input_ids=None) -> Seq2SeqLMOutput:
+                decoder_input_ids=None, encoded=None) -> Seq2SeqLMOutput:
         attention_mask, decoder_input_ids = side_network_inputs(self.backbone, "LST", input_ids, attention_mask,
                                                                 labels, decoder_input_ids)
-        enc_emb, enc, dec_emb, dec = self.backbone_states(input_ids, attention_mask, decoder_input_ids,
-                                                          decoder_attention_mask)
-        dtype = enc_emb.dtype
+        bb = self.backbone
+        if encoded is None:
+            enc, enc_last = self._backbone_pass(bb.encoder, input_ids=input_ids, attention_mask=attention_mask)
+        else:
+            enc_last, side_enc, src_mask = encoded
+        dec, _ = self._backbone_pass(bb.decoder, input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
+                                     encoder_hidden_states=enc_last, encoder_attention_mask=attention_mask,
+                                     use_cache=False)
+        if encoded is None:  # after the backbone's passes, as before: the random draws keep their order
+            side_enc, src_mask = self._side_encoding(input_ids, attention_mask, enc)
+        with torch.no_grad():
+            dec_emb = bb.decoder.embed_tokens(decoder_input_ids)
         n = decoder_input_ids.shape[1]
-        src_mask = _additive(attention_mask[:, None, None, :], dtype)
         causal = torch.ones(n, n, dtype=torch.bool, device=input_ids.device).tril()
         tgt_keys = decoder_attention_mask if decoder_attention_mask is not None else torch.ones_like(decoder_input_ids)
-        tgt_mask = _additive(causal[None, None] & tgt_keys[:, None, None, :].bool(), dtype)
-        side_enc = self.side_encoder(enc_emb, enc, src_mask)
+        tgt_mask = _additive(causal[None, None] & tgt_keys[:, None, None, :].bool(), dec_emb.dtype)
         side_dec = self.side_decoder(dec_emb, dec, tgt_mask, cross_states=side_enc, cross_mask=src_mask)
         seq = self.up(side_dec)
         if scale_decoder_outputs(self.config):

@@ -169,15 +169,14 @@ def _tap_cross_attention(module: nn.Module, cross: list) -> list:
 
 
 @contextmanager
-def _capture(backbone: nn.Module):
-    """Record every block's output and each decoder block's cross-attention probabilities (before dropout)."""
-    enc, dec, cross = [], [], []
-    hooks = [b.register_forward_hook(lambda _m, _i, out: enc.append(out[0])) for b in backbone.encoder.block]
-    hooks += [b.register_forward_hook(lambda _m, _i, out: dec.append(out[0])) for b in backbone.decoder.block]
-    for b in backbone.decoder.block:
-        hooks += _tap_cross_attention(b.layer[1].EncDecAttention, cross)
+def _capture(blocks, cross_modules=()):
+    """Record each block's output and each cross-attention's probabilities (before dropout) during one pass."""
+    states, cross = [], []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: states.append(out[0])) for b in blocks]
+    for module in cross_modules:
+        hooks += _tap_cross_attention(module, cross)
     try:
-        yield enc, dec, cross
+        yield states, cross
     finally:
         for h in hooks:
             h.remove()
@@ -218,24 +217,38 @@ class READModel(nn.Module):
         self.config = backbone.config
 
     @torch.no_grad()
-    def backbone_states(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask):
+    def encode_source(self, input_ids, attention_mask) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The frozen encoder's pass: every block's output ϕ_E and the encoder's last hidden state. It depends
+        on the source alone, so rank classification computes it once for all candidate labels."""
+        with _capture(self.backbone.encoder.block) as (enc, _):
+            enc_out = self.backbone.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        return enc, enc_out.last_hidden_state
+
+    def reusable_encoding(self, input_ids, attention_mask) -> dict:
+        """Keyword arguments for :meth:`forward` that reuse one encoder pass (see train/evaluate.py)."""
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "encoded": self.encode_source(input_ids, attention_mask)}
+
+    @torch.no_grad()
+    def backbone_states(self, input_ids, attention_mask, decoder_input_ids, decoder_attention_mask, encoded=None):
         """One graph-free backbone pass: ϕ_E (N_E, b, src, d), ϕ_D (N_D, b, tgt, d), σ_D (N_D, b, tgt, src)."""
         bb = self.backbone
-        with _capture(bb) as (enc, dec, cross):
-            enc_out = bb.encoder(input_ids=input_ids, attention_mask=attention_mask)
+        enc, enc_last = encoded if encoded is not None else self.encode_source(input_ids, attention_mask)
+        with _capture(bb.decoder.block, [b.layer[1].EncDecAttention for b in bb.decoder.block]) as (dec, cross):
             # No use_cache override: the decoder takes the same path as in the backbone's own forward,
             # so READ at initialisation reproduces the backbone bit for bit.
             bb.decoder(input_ids=decoder_input_ids, attention_mask=decoder_attention_mask,
-                       encoder_hidden_states=enc_out.last_hidden_state, encoder_attention_mask=attention_mask)
+                       encoder_hidden_states=enc_last, encoder_attention_mask=attention_mask)
         if any(c is None for c in cross):
             raise RuntimeError("READ needs the decoder's cross-attention probabilities; the decoder must use eager attention")
         return torch.stack(enc), torch.stack(dec), torch.stack([c.mean(dim=1) for c in cross])
 
     def forward(self, input_ids, attention_mask=None, labels=None, decoder_attention_mask=None,
-                decoder_input_ids=None) -> Seq2SeqLMOutput:
+                decoder_input_ids=None, encoded=None) -> Seq2SeqLMOutput:
         attention_mask, decoder_input_ids = side_network_inputs(self.backbone, "READ", input_ids, attention_mask,
                                                                 labels, decoder_input_ids)
-        enc, dec, cross = self.backbone_states(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask)
+        enc, dec, cross = self.backbone_states(input_ids, attention_mask, decoder_input_ids, decoder_attention_mask,
+                                               encoded)
         last = dec[-1]                                                  # ϕ_D,N_D, before the final norm
         if self.normalize_inputs:
             enc, dec = _rms_normalize(enc), _rms_normalize(dec)

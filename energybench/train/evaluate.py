@@ -40,9 +40,15 @@ def _reusable_encoding(model: nn.Module, src: dict) -> dict:
 
     Hugging Face encoder-decoders (and peft wrappers, and methods that modify
     modules in place) accept ``encoder_outputs``, so every candidate reuses one
-    encoder pass. Wrappers without ``get_encoder`` (side networks) get the raw
-    inputs and run whole, which gives the same scores, only slower.
+    encoder pass. Side-network wrappers (READ, LST) offer the same through
+    ``reusable_encoding(input_ids, attention_mask)``: the frozen encoder's states
+    and what the side network computes from them. Without either, a model gets
+    the raw inputs and runs whole, which gives the same scores, only slower —
+    and would charge the method's evaluation for the harness's recomputation.
     """
+    reusable = getattr(model, "reusable_encoding", None)
+    if reusable is not None:
+        return reusable(src["input_ids"], src["attention_mask"])
     get_encoder = getattr(model, "get_encoder", None)
     if get_encoder is None:
         return dict(src)
