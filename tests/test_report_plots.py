@@ -130,3 +130,22 @@ def test_a_report_with_only_failed_runs_still_renders(tmp_path, fmt):
     write_report([tmp_path], tmp_path, formats=(fmt,))
     text = (tmp_path / f"report.{fmt}").read_text()
     assert "No run finished successfully" in text and "boom" in text
+
+
+def test_memory_figure_stacks_the_parts_and_states_the_cuda_peak_over_the_modelled_bytes(tmp_path):
+    """The caption's ratio is each run's measured peak ÷ its mem_model_bytes, averaged per method; the parts
+    stack to the total (their sum is what mem_model_bytes is)."""
+    rows = []
+    for m, (p, g, o, a), peaks in (("full_ft", (400, 400, 800, 2400), (5000, 6000)),
+                                   ("lora", (400, 8, 16, 1576), (2600, 3000))):
+        for s, peak in zip((0, 1), peaks):
+            acc = {"mem_params_bytes": p, "mem_grads_bytes": g, "mem_optimizer_bytes": o, "mem_activations_bytes": a,
+                   "mem_model_bytes": p + g + o + a}
+            rows.append(make_row(m, "a", s, train={"gpu_energy_kwh": 1e-3, "peak_gpu_mem_bytes": peak},
+                                 accounting=acc))
+    write_report([write_rows(tmp_path, rows)], tmp_path, formats=("md", "png"))
+    md = (tmp_path / "report.md").read_text()
+    # by hand: full_ft (5000/4000 + 6000/4000)/2 = 1.375; lora (2600/2000 + 3000/2000)/2 = 1.40
+    assert "Measured CUDA peak ÷ modelled bytes" in md and "full_ft 1.38" in md and "lora 1.40" in md
+    assert "Stacked: mem_model_bytes by part" in md
+    assert_nontrivial_png(tmp_path / "memory_tiny-t5.png")
