@@ -100,6 +100,24 @@ def test_show_accepts_compare_metric_names_and_rejects_unknown_ones(tmp_path, cw
     assert "no such figure" in capsys.readouterr().err
 
 
+def test_show_trends_what_reaching_the_target_cost(tmp_path, cwd, capsys):
+    """to_target_* figures live in the row's ``to_target`` point, not in a window: history keeps them too."""
+    db = tmp_path / "h.sqlite"
+    for i, steps in enumerate((300, 200)):
+        rows = [make_row("lora", "a", s, finished_at=f"2026-0{i + 1}-01T00:00:00+00:00") for s in (0, 1)]
+        for r, extra in zip(rows, (0, 100)):
+            r["to_target"] = {"step": steps + extra, "examples": 16 * (steps + extra), "wall_s": 2.0, "val_score": 91.0}
+        unreached = make_row("full_ft", "a", 0, finished_at=f"2026-0{i + 1}-01T00:00:00+00:00")
+        unreached["to_target"], unreached["to_target_reason"] = None, "not reached (best 88.4 at step 1200)"
+        main(["history", "add", str(write_rows(tmp_path / f"r{i}", rows + [unreached])), "--db", str(db)])
+    capsys.readouterr()
+    assert main(["history", "show", "--metric", "to_target_steps", "--db", str(db)]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith(("| 1 ", "| 2 "))]
+    # lora: steps 300 and 400 (mean 350), then 200 and 300 (mean 250); full_ft never reached it: no point
+    assert "| lora | 2 | 350 |" in lines[0] and "| lora | 2 | 250 |" in lines[1]
+    assert all("full_ft" not in ln for ln in lines)
+
+
 V1_SCHEMA = """
 CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL);
 CREATE TABLE additions (id INTEGER PRIMARY KEY AUTOINCREMENT, added_at TEXT NOT NULL, run_dir TEXT NOT NULL,

@@ -153,7 +153,10 @@ def row_sha(row: dict) -> str:
 def numeric_figures(row: dict) -> dict[str, tuple[float | None, str | None]]:
     """Every figure of a row as name → (value, provenance): accounting and top-level figures by their bare
     name (``mem_model_bytes``, ``score``), window figures as ``<window>.<field>`` — the report's names.
-    A null figure is kept (value None) when the row says how it came to be null."""
+    A null figure is kept (value None) when the row says how it came to be null. Cost-to-target figures
+    (``to_target_steps``, ``to_target_energy_kwh`` …, the compare metrics of that name) are kept when the run
+    reached its target: a trend then shows what reaching it cost over commits."""
+    from energybench.regress.metrics import METRICS
     from energybench.report.build import flatten_row
     from energybench.report.tables import PROVENANCE
 
@@ -167,6 +170,12 @@ def numeric_figures(row: dict) -> dict[str, tuple[float | None, str | None]]:
                 out[k] = (None, flat[PROVENANCE + k])
         elif isinstance(v, (int, float)):
             out[k] = (float(v), flat.get(PROVENANCE + k))
+    point = row.get("to_target") if isinstance(row.get("to_target"), dict) else {}
+    for name, metric in METRICS.items():
+        if metric.section == "to_target":
+            value, _reason = metric.value(row)
+            if value is not None:
+                out[name] = (value, (point.get("provenance") or {}).get(metric.field, "measured"))
     return out
 
 
