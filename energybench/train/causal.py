@@ -15,10 +15,13 @@ shifted cross-entropy covers the continuation only. Right padding keeps the
 position ids of real tokens at 0…n−1, so no position bookkeeping is needed.
 
 Rank classification scores each candidate string by Σ log p(continuation
-token | everything before it). Greedy generation re-runs the full forward
-each step (no KV cache), picking each row's next token at its own last
-position: it works for every method, side-network wrappers included, which
-only return logits.
+token | everything before it). Greedy generation uses the model's own
+``generate`` with its KV cache where the model has one (the backbone as
+loaded, peft's wrappers, methods that modify modules in place): prompts are
+left-padded for it, as Hugging Face generation expects. Side-network wrappers
+(READ, LST) only return logits; for them each step re-runs the full forward
+on right-padded rows, picking each row's next token at its own last position.
+Both are greedy and stop at EOS or ``max_new_tokens``.
 """
 
 from __future__ import annotations
@@ -118,6 +121,31 @@ def causal_candidate_scores(model: nn.Module, tokenizer, spec: TaskSpec, example
 def greedy_generate(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int,
                     device: torch.device) -> list[list[int]]:
     """Greedy continuation of each prompt, up to EOS (not returned) or ``max_new_tokens`` tokens."""
+    can_generate = getattr(model, "can_generate", None)
+    if callable(can_generate) and can_generate() and hasattr(model, "generate"):
+        return _cached_generate(model, tokenizer, prompts, max_new_tokens, device)
+    return _recomputed_generate(model, tokenizer, prompts, max_new_tokens, device)
+
+
+def _cached_generate(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                     device: torch.device) -> list[list[int]]:
+    """Greedy generation through ``model.generate`` (KV cache), prompts left-padded."""
+    eos, pad = _eos(tokenizer), _pad_id(tokenizer)
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for row, p in enumerate(prompts):
+        ids[row, width - len(p):] = torch.tensor(p)
+        mask[row, width - len(p):] = 1
+    new = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                         do_sample=False, num_beams=1, eos_token_id=eos, pad_token_id=pad, use_cache=True,
+                         temperature=None, top_p=None, top_k=None)[:, width:].tolist()
+    return [row[: row.index(eos)] if eos in row else row for row in new]
+
+
+def _recomputed_generate(model: nn.Module, tokenizer, prompts: list[list[int]], max_new_tokens: int,
+                         device: torch.device) -> list[list[int]]:
+    """Greedy generation for models that only return logits: the whole forward again at every step."""
     eos, pad = _eos(tokenizer), _pad_id(tokenizer)
     seqs = [list(p) for p in prompts]
     out: list[list[int]] = [[] for _ in prompts]
