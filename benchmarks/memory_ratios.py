@@ -9,7 +9,13 @@ label plus EOS), as in memory_ratios.py.
 
     python benchmarks/memory_ratios.py [--backbone t5-base-random] [--out reports/memory_ratios.md]
 
-LST appears twice: at full depth and with the authors' t5-base side layers (9 of 12 side blocks kept).
+LST appears twice on T5 shapes: at full depth and with the authors' t5-base side layers (9 of 12 side
+blocks kept).
+
+Decoder-only shapes, as peft's method comparison trains Llama (weights in bfloat16, batch 4, 768 tokens):
+
+    python benchmarks/memory_ratios.py --backbone llama-3.2-3b-shape --batch 4 --source-length 760 \
+        --target-length 8 --precisions bf16 --dropout 0 --out reports/memory_ratios_llama.md
 """
 
 from __future__ import annotations
@@ -26,20 +32,30 @@ from energybench.run.estimate import backbone_config, estimate_one
 from energybench.suite import BackboneEntry, MethodEntry
 from energybench.train.settings import TrainingSettings
 
-SETTINGS = [(p, gc) for p in ("fp32", "bf16-mixed", "bf16") for gc in (False, True)]
+PRECISIONS = ("fp32", "bf16-mixed", "bf16")
+SETTINGS: list = []  # (precision, gradient checkpointing), from --precisions
+DROPOUT_FIELDS = ("dropout_rate", "attention_dropout", "hidden_dropout_prob", "resid_pdrop")  # T5, Llama, BERT, GPT-2
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backbone", default="t5-base-random")
     ap.add_argument("--batch", type=int, default=96)
-    ap.add_argument("--dropout", type=float, default=0.1)
+    ap.add_argument("--dropout", type=float, default=0.1, help="the config's dropout probability (0.1 as T5's)")
+    ap.add_argument("--source-length", type=int, default=128, help="source tokens (causal: prompt tokens)")
+    ap.add_argument("--target-length", type=int, default=4, help="label tokens (causal: continuation tokens)")
+    ap.add_argument("--precisions", default=",".join(PRECISIONS), help="comma-separated, of " + ", ".join(PRECISIONS))
     ap.add_argument("--out")
     args = ap.parse_args()
+    SETTINGS[:] = [(p, gc) for p in args.precisions.split(",") for gc in (False, True)]
     config = backbone_config(BackboneEntry(name=args.backbone))
-    config.dropout_rate = args.dropout
+    for field in DROPOUT_FIELDS:
+        if hasattr(config, field):
+            setattr(config, field, args.dropout)
     entries = {n: MethodEntry(name=n) for n in ["full_ft", *[n for n in method_names() if n != "full_ft"]]}
-    entries["lst (authors' t5-base side layers)"] = MethodEntry(name="lst", side_layers=list(AUTHORS_T5_BASE_SIDE_LAYERS))
+    if config.model_type == "t5":
+        entries["lst (authors' t5-base side layers)"] = MethodEntry(name="lst",
+                                                                    side_layers=list(AUTHORS_T5_BASE_SIDE_LAYERS))
     names = list(entries)
     table: dict[tuple[str, bool], dict[str, dict]] = {}
     t0 = time.perf_counter()
@@ -48,13 +64,14 @@ def main() -> int:
         for name in names:
             t = time.perf_counter()
             table.setdefault((precision, gc), {})[name] = estimate_one(config, entries[name], cfg, args.batch,
-                                                                      128, 4, 1, "cuda")
+                                                                      args.source_length, args.target_length, 1,
+                                                                      "cuda")
             print(f"  {precision} ckpt={gc} {name}: {time.perf_counter() - t:.1f} s", file=sys.stderr, flush=True)
     lines = [f"# Training-step memory at batch {args.batch} ({args.backbone}, dropout {args.dropout}), from `energybench estimate`",
              "", f"Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')} by "
-             "`python benchmarks/memory_ratios.py` in "
-             f"{time.perf_counter() - t0:.0f} s. Modelled: fake tensors, CUDA saved-tensor semantics, source 128 / "
-             "target 4 tokens, AdamW. mem_model_bytes in MiB (2^20 bytes) and as a ratio to full_ft in the same "
+             f"`python benchmarks/memory_ratios.py {' '.join(sys.argv[1:])}` in "
+             f"{time.perf_counter() - t0:.0f} s. Modelled: fake tensors, CUDA saved-tensor semantics, source "
+             f"{args.source_length} / target {args.target_length} tokens, AdamW. mem_model_bytes in MiB (2^20 bytes) and as a ratio to full_ft in the same "
              "setting; activations = tensors saved for backward. Not a CUDA peak: allocator slack, the CUDA "
              "context and kernel workspaces come on top.", ""]
     head = ["method"] + [f"{p}{' +ckpt' if gc else ''}" for p, gc in SETTINGS]
