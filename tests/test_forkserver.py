@@ -110,3 +110,41 @@ def test_cpu_only_runs_get_one_thread_serially_and_side_by_side_so_scores_do_not
     assert threads(_child_envs(ExecutorSettings(jobs=2), "auto", _no_nvml)) == {"1"}
     assert threads(_child_envs(ExecutorSettings(jobs=2, threads_per_run=2), "cpu", _no_nvml)) == {"2"}
     assert threads(_child_envs(ExecutorSettings(), "auto", lambda: FAKE_GPUS)) == {None}  # may use a GPU: torch's default
+
+
+def test_concurrent_starts_leave_the_callers_environment_as_it_was(monkeypatch):
+    """start() sets PYTHONSAFEPATH only while it starts the server; two slots' threads starting at once must
+    not leave it set (it did: the second thread saved the first's "1" and restored it), which cost every later
+    subprocess of the caller its script folder on sys.path."""
+    import multiprocessing
+    import os
+    import threading
+    import time
+
+    class SlowProcess:
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def start(self):
+            time.sleep(0.02)  # what starting the server costs, widened: the threads overlap here
+
+    class Ctx:
+        Pipe = staticmethod(multiprocessing.Pipe)
+        Process = SlowProcess
+
+    monkeypatch.setattr(forkserver, "_ctx", lambda: Ctx)
+    monkeypatch.delenv("PYTHONSAFEPATH", raising=False)
+    streams = []
+
+    def slot():
+        for _ in range(5):
+            streams.append(forkserver.start("spec.json", "result.json", {})[1])
+
+    threads = [threading.Thread(target=slot) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for s in streams:
+        s.close()
+    assert "PYTHONSAFEPATH" not in os.environ

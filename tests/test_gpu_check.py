@@ -31,18 +31,17 @@ def _nulls_have_reasons(figures: dict, reasons: dict, where: str) -> None:
             assert reasons.get(name), f"{where}.{name} is null without a reason"
 
 
-@pytest.mark.slow  # out of the default run for now: see the docstring
 def test_a_part_cut_at_its_limit_leaves_the_parts_that_finished(tmp_path):
-    """Not in the default run: after tests/test_e*.py and test_forkserver.py in the same session, the methods
-    part's process exits at once with no output (status "failed", not "cut short"); alone, and after either file
-    alone, it passes. To investigate (environment or process-group state left by the executor tests)."""
+    """(It failed after the executor and fork-server tests in one session: a race in forkserver.start left
+    PYTHONSAFEPATH=1 in the environment, so the part could not import its sibling module.)"""
     rc, report, md = _check(tmp_path, "--parts", "doctor,methods", "--limit", "methods=1")
     assert rc == 1  # not every chosen part finished
     secs = report["sections"]
     assert set(secs) == set(SECTIONS)
     assert secs["doctor"]["status"] == "ok" and "energybench doctor" in secs["doctor"]["output"]
     assert secs["doctor"]["figures"]["exit_code"] == 0
-    assert secs["methods"]["status"] == "cut short" and "1 s limit" in secs["methods"]["reason"], secs["methods"]
+    assert secs["methods"]["status"] == "cut short" and "1 s limit" in secs["methods"]["reason"], \
+        json.dumps(secs["methods"])[:4000]
     for name in ("energy", "overhead", "quickstart"):
         assert secs[name]["status"] == "not selected" and "--parts" in secs[name]["reason"]
     assert report["machine"]["gpu_name"] is None and report["machine"]["reasons"]["gpu_name"]

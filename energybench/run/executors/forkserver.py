@@ -33,6 +33,7 @@ PRELOAD = ["energybench.run.isolate", "torch", "transformers.models.t5.modeling_
 
 _lock = threading.Lock()
 _context = None
+_ENV_LOCK = threading.Lock()  # guards the PYTHONSAFEPATH save/set/restore in start()
 
 
 def wanted(env: Mapping[str, str]) -> bool:
@@ -88,16 +89,20 @@ def start(spec_path: str, result_path: str, env: Mapping[str, str]) -> tuple[For
     # The server is started (on the first start()) as `python -c ...`, which would put the current directory
     # first on its sys.path; PYTHONSAFEPATH (Python 3.11+) stops that before anything is imported
     # (run/isolate.py does it on 3.10). Set only while starting: the caller's own subprocesses keep their path.
-    previous = os.environ.get("PYTHONSAFEPATH")
-    os.environ["PYTHONSAFEPATH"] = "1"
-    try:
-        process.start()
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONSAFEPATH", None)
-        else:
-            os.environ["PYTHONSAFEPATH"] = previous
-        writer.close()  # the child holds the only write end now: EOF comes when it exits
+    # One lock for every slot's thread: two threads interleaving the save and the restore would leave
+    # PYTHONSAFEPATH=1 set for good (the second saves the first's "1"), and every later subprocess of the
+    # caller would lose its script's folder from sys.path.
+    with _ENV_LOCK:
+        previous = os.environ.get("PYTHONSAFEPATH")
+        os.environ["PYTHONSAFEPATH"] = "1"
+        try:
+            process.start()
+        finally:
+            if previous is None:
+                os.environ.pop("PYTHONSAFEPATH", None)
+            else:
+                os.environ["PYTHONSAFEPATH"] = previous
+            writer.close()  # the child holds the only write end now: EOF comes when it exits
     stream = os.fdopen(os.dup(reader.fileno()), "r", encoding="utf-8", errors="replace")
     reader.close()
     return ForkedRun(process), stream
