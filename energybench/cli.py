@@ -342,8 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     est.add_argument("--target-length", type=int, metavar="N", help="label tokens (default: max_target_length)")
     est.add_argument("--semantics", choices=("cuda", "cpu"), help="saved-tensor semantics (default: the suite's "
                      "measure.accounting_semantics, cuda)")
-    est.add_argument("--jobs", type=int, metavar="N", help="worker processes, each accounting one (backbone, "
-                     "method) at a time (default: one per CPU core)")
+    est.add_argument("--jobs", type=int, metavar="N", help="worker processes (default: one per CPU core)")
     est.set_defaults(func=cmd_estimate)
     m = sub.add_parser("methods", help="list the registered fine-tuning methods")
     m.set_defaults(func=cmd_methods)

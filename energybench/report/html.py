@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from html import escape
 
 from energybench.report.plots import Plot
-from energybench.report.tables import EMPTY_COLUMNS_LEAD, Footnotes, Table, collapsed, fmt_pct
+from energybench.report.empty_columns import EMPTY_COLUMNS_LEAD, collapsed
+from energybench.report.tables import Footnotes, Table, fmt_pct
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;padding:0 1em;

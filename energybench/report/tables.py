@@ -261,31 +261,6 @@ class Table:
     export: pd.DataFrame
 
 
-def empty_columns(table: Table) -> list[int]:
-    """Columns with no value in any row (every cell a dash with its reasons), e.g. GPU energy on a CPU-only
-    grid: a reader is better served by one line naming them and why than by a wall of "—"."""
-    if not table.rows:
-        return []
-    return [j for j in range(len(table.header))
-            if all(not isinstance(row[j], str) and row[j][0].mean is None for row in table.rows)]
-
-
-def collapsed(table: Table) -> tuple[Table, list[tuple[str, list[str]]]]:
-    """(the table without its empty columns, [(header, the reasons its cells give)] for each one dropped).
-    The export (CSV) keeps every column: only the rendered tables collapse."""
-    empty = empty_columns(table)
-    if not empty:
-        return table, []
-    keep = [j for j in range(len(table.header)) if j not in empty]
-    dropped = [(table.header[j], list(dict.fromkeys(n for row in table.rows for n in row[j][0].notes)))
-               for j in empty]
-    return Table(table.title, table.caption, [table.header[j] for j in keep],
-                 [[row[j] for j in keep] for row in table.rows], table.export), dropped
-
-
-EMPTY_COLUMNS_LEAD = "No value in any row, so not shown:"
-
-
 def order_methods(g: pd.DataFrame, baseline: str | None) -> list[str]:
     methods = list(dict.fromkeys(g["method"]))
     if baseline in methods:
@@ -404,6 +379,8 @@ def render_cell_md(item, notes: Footnotes) -> str:
 
 
 def table_markdown(table: Table, notes: Footnotes) -> str:
+    from energybench.report.empty_columns import EMPTY_COLUMNS_LEAD, collapsed
+
     table, dropped = collapsed(table)
     lines = ["| " + " | ".join(_md_escape(h) for h in table.header) + " |", "|" + "---|" * len(table.header)]
     for row in table.rows:
