@@ -111,3 +111,21 @@ def test_the_backbone_is_built_without_allocating_weights():
     model = _meta_backbone(backbone_config(BackboneEntry(name="t5-base-random")), torch.float32, False)
     assert all(p.device.type == "meta" for p in model.parameters())
     assert sum(p.numel() for p in model.parameters()) == 198_524_160  # t5-base shapes, untied head, 384 byte tokens
+
+
+def test_a_worker_that_dies_is_a_named_error_not_a_hang(tmp_path, monkeypatch):
+    """A worker killed mid-row (the kernel's OOM killer, say) must end estimate with a clear error."""
+    import os
+
+    from energybench.run import estimate
+
+    real_row = estimate._Task.row
+
+    def dies_on_lora(self):
+        if self.method.name == "lora":
+            os._exit(9)
+        return real_row(self)
+
+    monkeypatch.setattr(estimate._Task, "row", dies_on_lora)
+    with pytest.raises(EstimateError, match="worker process died"):
+        estimate_suite(load_suite(write_suite(tmp_path, SUITE)), progress=lambda _m: None, jobs=2)

@@ -190,9 +190,19 @@ def _in_workers(tasks: list[_Task], workers: int):
     if workers == 1 or "fork" not in mp.get_all_start_methods():
         yield from (_timed_row(i) for i in range(len(tasks)))
         return
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
+
     _meta_backbone(tasks[0].config, torch.float32, False)  # the model classes import once, before the fork
-    with mp.get_context("fork").Pool(workers, initializer=torch.set_num_threads, initargs=(1,)) as pool:
-        yield from pool.imap_unordered(_timed_row, range(len(tasks)))
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("fork"), initializer=torch.set_num_threads,
+                             initargs=(1,)) as pool:
+        futures = [pool.submit(_timed_row, i) for i in range(len(tasks))]
+        try:
+            for future in as_completed(futures):
+                yield future.result()
+        except BrokenProcessPool as exc:  # a worker killed (out of memory?): say so instead of waiting forever
+            raise EstimateError(f"an estimate worker process died ({exc}); the host may be out of memory — "
+                                "try --jobs 1") from exc
 
 
 def _num_labels(suite: Suite) -> int | None:
