@@ -95,3 +95,30 @@ def test_a_task_lost_once_succeeds_on_its_retry(tmp_path, local_ray):
     summary = run_suite(suite, executor=ex, **quiet)
     assert (summary.ok, summary.failed) == (2, 0)
     assert [r["executor_detail"]["attempts"] for r in read_rows(out)] == [2, 2]
+
+
+def test_a_stop_signal_inside_a_blocking_ray_call_surfaces_as_the_stop_itself():
+    """Ray's Cython wait runs our signal handler; the StopRequested it raises comes back wrapped in a SystemError
+    ("returned a result with an exception set"). The grid must see the stop (exit 130/143 and the resumable
+    message), not a traceback. Shaped as Ray raises it; the end-to-end Ctrl-C was checked by hand (closing note)."""
+    import signal
+
+    from energybench.run.executors.ray_executor import _signal_safe
+    from energybench.run.stopping import StopRequested
+
+    def ray_like_wait():
+        try:
+            raise StopRequested(signal.SIGINT)
+        except StopRequested as stop:
+            raise SystemError("<cyfunction CoreWorker.wait> returned a result with an exception set") from stop
+
+    with pytest.raises(StopRequested) as exc:
+        _signal_safe(ray_like_wait)
+    assert exc.value.exit_code == 130
+
+    def other_bug():
+        raise SystemError("something else")
+
+    with pytest.raises(SystemError, match="something else"):
+        _signal_safe(other_bug)
+    assert _signal_safe(lambda x: x + 1, 1) == 2

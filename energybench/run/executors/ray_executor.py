@@ -58,6 +58,25 @@ def _check_reachable(address: str) -> None:
                             "`ray status` says") from None
 
 
+
+def _signal_safe(call, *args, **kwargs):
+    """``call`` (ray.wait / ray.get), re-raising the grid's own stop request as itself.
+
+    Ray's Cython calls run Python's signal handlers while they block; when our
+    SIGINT/SIGTERM handler raises StopRequested there, Ray returns with that
+    exception set and Python reports a SystemError around it — a traceback and
+    exit 1 instead of "stopped: N of M runs saved" and 130/143.
+    """
+    from energybench.run.stopping import StopRequested
+
+    try:
+        return call(*args, **kwargs)
+    except SystemError as exc:
+        stop = exc.__cause__ or exc.__context__
+        if isinstance(stop, StopRequested):
+            raise stop from None
+        raise
+
 class RayExecutor:
     name = "ray"
 
@@ -161,12 +180,12 @@ class RayExecutor:
             events.started(spec, "queued on Ray")
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=0.5)
+                ready, _ = _signal_safe(ray.wait, list(pending), num_returns=1, timeout=0.5)
                 for ref in ready:
                     spec, attempt, who = pending.pop(ref)
                     place = None
                     try:
-                        row_dict, place = ray.get(ref)
+                        row_dict, place = _signal_safe(ray.get, ref)
                         row = RunResult.model_validate(row_dict)
                     except RayTaskError as exc:  # the task body raised: a bug, not a lost node; not retried
                         row = failed_row(spec, f"the Ray task raised {exc.cause!r}" if exc.cause else str(exc),
