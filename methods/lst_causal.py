@@ -106,12 +106,12 @@ class LSTCausalModel(nn.Module):
 
 def apply_lst_causal(model: nn.Module, s, seed: int) -> LSTCausalModel:
     """Freeze ``model`` and build its side decoder (settings ``s``: LSTSettings)."""
+    from energybench.methods.base import freeze
     from energybench.models import causal
 
     if "init" in s.model_fields_set and s.init == "pruned":
         raise ValueError("lst: init 'pruned' is defined for T5 backbones only; on causal LMs use init: random")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze(model)
     n = len(causal.layers(model))
     kept = s.kept_layers(n, "decoder")  # side_layers (kept) or drop_layers, as on T5
     cfg = side_config(model.config, s.reduction_factor)

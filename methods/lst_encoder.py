@@ -105,13 +105,12 @@ class LSTEncoderModel(nn.Module):
 
 def apply_lst_encoder(model: nn.Module, s, seed: int) -> LSTEncoderModel:
     """Freeze ``model``, build its side encoder (settings ``s``: LSTSettings), train the head."""
-    from energybench.methods.base import train_task_head
+    from energybench.methods.base import freeze, train_task_head
     from energybench.models import encoder
 
     if "init" in s.model_fields_set and s.init == "pruned":
         raise ValueError("lst: init 'pruned' is defined for T5 backbones only; on encoders use init: random")
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze(model)
     n = len(encoder.layers(model))
     kept = s.kept_layers(n, "encoder")  # side_layers (kept) or drop_layers, as on T5
     cfg = side_config(model.config, s.reduction_factor)

@@ -22,18 +22,13 @@ import torch
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
-from energybench.methods.read_encoder import READEncoderCorrector, _rms_normalize
+from energybench.methods.base import freeze
+from energybench.methods.read import _rms_normalize
+from energybench.methods.read_encoder import READCorrectedModel, seeded_corrector
 
 
-class READCausalModel(nn.Module):
+class READCausalModel(READCorrectedModel):
     """A frozen causal LM plus READ's corrector before its final norm and LM head; what the loop trains."""
-
-    def __init__(self, backbone: nn.Module, corrector: READEncoderCorrector, normalize_inputs: bool):
-        super().__init__()
-        self.backbone = backbone
-        self.corrector = corrector
-        self.normalize_inputs = normalize_inputs
-        self.config = backbone.config
 
     def forward(self, input_ids, attention_mask=None, labels=None) -> CausalLMOutput:
         from energybench.models import causal
@@ -50,11 +45,6 @@ def apply_read_causal(model: nn.Module, cell: type[nn.Module], rnn_dim: int, nor
                       seed: int) -> READCausalModel:
     from energybench.models import causal
 
-    for p in model.parameters():
-        p.requires_grad_(False)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        corrector = READEncoderCorrector(causal.hidden_size(model), cell, rnn_dim)
-    p = next(model.parameters())
-    corrector.to(device=p.device, dtype=p.dtype)
-    return READCausalModel(model, corrector, normalize_inputs)
+    freeze(model)
+    return READCausalModel(model, seeded_corrector(model, causal.hidden_size(model), cell, rnn_dim, seed),
+                           normalize_inputs)

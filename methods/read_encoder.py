@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from energybench.methods.base import train_task_head
+from energybench.methods.base import freeze, train_task_head
+from energybench.methods.read import _rms_normalize
 
 
 class READEncoderCorrector(nn.Module):
@@ -43,12 +44,8 @@ class READEncoderCorrector(nn.Module):
         return self.out(h).reshape(b, m, d)
 
 
-def _rms_normalize(x: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
-
-
-class READEncoderModel(nn.Module):
-    """A frozen encoder plus READ's corrector before its pooler/head; what the loop trains."""
+class READCorrectedModel(nn.Module):
+    """A frozen backbone plus READ's corrector; the encoder and causal wrappers differ only in their forward."""
 
     def __init__(self, backbone: nn.Module, corrector: READEncoderCorrector, normalize_inputs: bool):
         super().__init__()
@@ -56,6 +53,21 @@ class READEncoderModel(nn.Module):
         self.corrector = corrector
         self.normalize_inputs = normalize_inputs
         self.config = backbone.config
+
+
+def seeded_corrector(model: nn.Module, d_model: int, cell: type[nn.Module], rnn_dim: int,
+                     seed: int) -> READEncoderCorrector:
+    """The corrector, initialised from ``seed`` without moving the caller's random state, on the backbone's
+    device and in its dtype."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        corrector = READEncoderCorrector(d_model, cell, rnn_dim)
+    p = next(model.parameters())
+    return corrector.to(device=p.device, dtype=p.dtype)
+
+
+class READEncoderModel(READCorrectedModel):
+    """A frozen encoder plus READ's corrector before its pooler/head; what the loop trains."""
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None):
         from energybench.models import encoder
@@ -71,12 +83,7 @@ def apply_read_encoder(model: nn.Module, cell: type[nn.Module], rnn_dim: int, no
                        seed: int) -> READEncoderModel:
     from energybench.models import encoder
 
-    for p in model.parameters():
-        p.requires_grad_(False)
+    freeze(model)
     train_task_head(model)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        corrector = READEncoderCorrector(encoder.hidden_size(model), cell, rnn_dim)
-    p = next(model.parameters())
-    corrector.to(device=p.device, dtype=p.dtype)
-    return READEncoderModel(model, corrector, normalize_inputs)
+    return READEncoderModel(model, seeded_corrector(model, encoder.hidden_size(model), cell, rnn_dim, seed),
+                            normalize_inputs)
