@@ -1,7 +1,7 @@
 """The meta-device engine of fake accounting: what a real CPU step counts under the same CUDA semantics.
 
 Under CUDA semantics without autocast, ``accounting_mode: fake`` runs the
-step on meta tensors (C++ shape rules, no Python dispatch per operator). Every
+step on meta tensors (with remembered shape answers, measure/meta_shapes.py). Every
 expected number here is a real CPU computation routed through the same CUDA
 kernel model (``mode="real", semantics="cuda"``), with dropout on and the
 default (SDPA) attention, for every registered method on each family's tiny

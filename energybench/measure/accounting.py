@@ -32,10 +32,11 @@ from typing import Callable
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
-from torch.utils.flop_counter import FlopCounterMode
 
 from energybench.measure.fake import (fake_batch, fake_copy, masks_all_ones, meta_batch, meta_copy,
                                       new_fake_mode, replay_mask_decisions, storage_key)
+from energybench.measure.flops import TotalFlops
+from energybench.measure.meta_shapes import MetaShapeCache
 from energybench.measure.semantics import SEMANTICS, CudaKernels, SavedTensors
 
 MODES = ("fake", "real")
@@ -106,6 +107,12 @@ def _work_copy(model: nn.Module, batch: dict, engine: str):
         work = (model if already is not None else fake_copy(model, fm)).train()  # a fake model is used in place
         with fm, replay_mask_decisions(all_ones):
             yield work, fake_batch(batch, fm)
+
+
+def _shape_rules(engine: str):
+    """Meta steps reuse repeated shape answers (measure/meta_shapes.py); entered before the FLOP counter, so it
+    still sees every operator."""
+    return MetaShapeCache() if engine == "meta" else contextlib.nullcontext()
 
 
 def _autocast(dtype: torch.dtype | None):
@@ -179,8 +186,8 @@ def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, 
             p.grad = None
         saved = SavedTensors(storage_key, set(by_storage))
         kernels = CudaKernels(saved) if semantics == "cuda" else contextlib.nullcontext()
-        counter = FlopCounterMode(display=False)
-        with counter:
+        counter = TotalFlops()
+        with _shape_rules(engine), counter:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), kernels, _autocast(autocast_dtype):
                 loss = loss_fn(work, work_batch)
             loss.backward()
@@ -199,16 +206,16 @@ def _optimizer_state_bytes(trainable: list[nn.Parameter], optimizer_factory, eng
     """Bytes of the optimizer's state after one step.
 
     Optimizers read their step count with ``.item()``, which meta tensors
-    refuse, so a meta model's step runs on fake twins of its trainable
+    refuse, so a meta or fake model's step runs on fake twins of its trainable
     parameters — one twin per distinct (shape, stride, dtype, gradient dtype),
-    its state's bytes counted once per parameter of that kind. That holds for
-    every optimizer whose state is per parameter and a function of its shape
-    (torch's AdamW, Adam, SGD, RMSprop, Adagrad …); the meta tests check it
-    against a real step.
+    its state's bytes counted once per parameter of that kind (a 3B model's
+    255 parameters are 7 kinds). That holds for every optimizer whose state is
+    per parameter and a function of its shape (torch's AdamW, Adam, SGD,
+    RMSprop, Adagrad …); the meta and fake tests check it against a real step.
     """
     if not trainable:
         return 0
-    if engine != "meta":
+    if engine == "real":
         return _state_bytes(_stepped(optimizer_factory, trainable))
     kinds: dict[tuple, int] = {}
     for p in trainable:
@@ -245,9 +252,9 @@ def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], 
 def _inference(model, forward_fn, batch, engine, semantics, autocast_dtype) -> int:
     with _work_copy(model, batch, engine) as (work, work_batch):
         work.eval()
-        counter = FlopCounterMode(display=False)
+        counter = TotalFlops()
         kernels = CudaKernels(SavedTensors(storage_key, set())) if semantics == "cuda" else contextlib.nullcontext()
-        with counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
+        with _shape_rules(engine), counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
             forward_fn(work, work_batch)
         return int(counter.get_total_flops())
 
@@ -272,8 +279,8 @@ def train_step_flops(model: nn.Module, loss_fn: Callable[[nn.Module], torch.Tens
 
 
 def inference_flops(model: nn.Module, forward_fn: Callable[[nn.Module], object]) -> int:
-    """FLOPs of one inference forward, counted by torch's FlopCounterMode on ``model`` itself."""
-    counter = FlopCounterMode(display=False)
+    """FLOPs of one inference forward, counted by torch's FLOP counter (measure/flops.py) on ``model`` itself."""
+    counter = TotalFlops()
     with counter, torch.no_grad():
         forward_fn(model)
     return int(counter.get_total_flops())

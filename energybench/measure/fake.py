@@ -3,9 +3,11 @@
 Two kinds of twin run an operator's shape rule instead of its kernel, so one
 training step of a 7B model costs seconds and a few MB of host memory:
 
-* **meta** tensors (``device="meta"``): the shape rules are C++ kernels, so a
-  t5-base step at batch 96 takes about a second — several times faster than
-  fake tensors. Autocast has no meta dispatch key, and a CPU constant mixed
+* **meta** tensors (``device="meta"``): no fake-tensor bookkeeping per
+  operator, and the step's repeated shape questions are answered from memory
+  (:mod:`energybench.measure.meta_shapes`; many meta shape rules are Python
+  references), so a t5-base step at batch 96 takes about a second — several
+  times faster than fake tensors. Autocast has no meta dispatch key, and a CPU constant mixed
   into a meta computation is an error, so the accounting uses them only where
   neither arises and falls back to fake tensors otherwise;
 * **fake** tensors (torch's ``FakeTensorMode``): CPU tensors as far as every
