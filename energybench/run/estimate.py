@@ -5,8 +5,8 @@ batch are accounted exactly as a run accounts them (fake tensors, CUDA
 saved-tensor semantics by default, the suite's precision and gradient
 checkpointing), but without training, data or weights: the backbone is built
 from its *config* alone (a tiny preset, a local ``config.json``, or the hub's
-config when online) directly under ``FakeTensorMode``, so t5-base at batch 96
-takes seconds and no real parameter is ever allocated.
+config when online) on the meta device, so t5-base at batch 96 takes about a
+second a method and no real parameter is ever allocated.
 
 The batch is the worst case a run can meet: ``batch_size`` sequences of
 ``max_source_length`` source tokens and ``max_target_length`` label tokens, no
