@@ -102,3 +102,27 @@ def test_read_grid_protocol_counts_periods_from_the_window_start_not_from_zero()
     # the same trace as above, 100 s later: the same busy time and the same 3 samples
     assert r.read_busy_s() == pytest.approx(0.5 * 2 + 0.3 * 2 + 0.9 * 1.0)
     assert r.read_samples == 3
+
+
+def test_two_counter_readings_suffice_and_a_counter_that_stands_still_gives_zero_not_null():
+    clock = Clock()
+    f = run_window(make_tracker([Board(UUID_A, energy_j=lambda t: 500.0)], clock), clock, [0.0, 3.0])
+    assert f.values["gpu_energy_kwh"] == 0.0  # read at the window's start and end only; equal readings
+    assert f.provenance["gpu_energy_kwh"] == "measured"
+
+
+def test_a_counter_that_failed_every_read_names_the_error_instead_of_no_reading():
+    clock = Clock()
+    board = Board(UUID_A, fail=[("energy", 1.0), ("energy", 2.0)])
+    f = run_window(make_tracker([board], clock), clock, [1.0, 2.0])
+    assert f.values["gpu_energy_kwh"] is None
+    reason = f.reasons["gpu_energy_kwh"]
+    assert reason.endswith("fewer than two energy-counter readings on cuda:0 "
+                           "(nvmlDeviceGetTotalEnergyConsumption: GPU is lost)"), reason
+
+
+def test_power_samples_at_one_instant_give_the_last_power_as_the_mean():
+    clock = Clock()
+    f = run_window(make_tracker([Board(UUID_A, power_w=lambda t: 120.0)], clock, nvml_min_samples=2), clock, [2.0, 2.0])
+    assert f.values["gpu_sample_count"] == 2
+    assert f.values["gpu_power_mean_w"] == pytest.approx(120.0)  # no time elapsed: nothing to divide by

@@ -147,6 +147,8 @@ def test_five_against_two_seeds_can_reach_significance_so_the_test_is_used():
     assert verdict == "regression" and confidence.startswith(f"p={1 / 21:.3g} ") and "n=5/2" in confidence
     verdict, confidence = noisy_verdict(tight, [6.0], REL, 0.05)
     assert verdict == "regression" and confidence.startswith("low confidence (5 vs 1 samples cannot reach")
+    verdict, confidence = noisy_verdict([6.0, 6.3], tight, REL, 0.05)  # 2 baseline seeds against 5
+    assert verdict == "improvement" and confidence.startswith(f"p={1 / 21:.3g} ") and "n=2/5" in confidence
 
 
 def test_a_noisy_figure_null_on_one_side_is_not_comparable_and_says_which_side_lacks_it(tmp_path, capsys):
@@ -163,3 +165,4 @@ def test_a_noisy_figure_null_on_one_side_is_not_comparable_and_says_which_side_l
         assert main(["compare", str(base), str(cand), "--metrics", "gpu_energy_kwh", "--format", "json"]) == 0
         (f,) = [f for f in json.loads(capsys.readouterr().out)["findings"] if f["metric"] == "gpu_energy_kwh"]
         assert f["verdict"] == "not comparable" and f["note"] == f"{who}: {NO_GPU}"
+        assert (f["task"], f["method"]) == ("a", "lora") and f["backbone"] == make_row("lora", "a", 0)["backbone"]

@@ -30,3 +30,10 @@ def test_summary_over_seeds_of_values_combined_over_tasks():
     assert mean.mean == pytest.approx(3.0)
     one = summarize(g[g["seed"] == 0], "x", ["a"])
     assert (one.mean, one.std, one.notes) == (1.0, None, [])
+
+
+def test_the_mean_over_tasks_keeps_fractions_and_cells_are_noisy_unless_told_exact():
+    g = pd.DataFrame({"seed": [0, 0], "task": ["a", "b"], "x": [1.0, 2.0]})
+    cell = summarize(g, "x", ["a", "b"])
+    assert cell.mean == pytest.approx(1.5) and cell.std is None
+    assert cell.exact is False and summarize(g, "x", ["a", "b"], exact=True).exact is True

@@ -131,3 +131,19 @@ def test_run_suite_options_are_keyword_only(tmp_path):
     suite, out = _suite(tmp_path)
     with pytest.raises(TypeError):
         run_suite(suite, out, print)  # type: ignore[misc]
+
+
+def test_a_suite_with_a_target_annotates_every_final_row_and_wall_time_is_the_grids_own(tmp_path):
+    import time
+
+    out = tmp_path / "out"
+    body = GRID.format(out=out) + "    target: {synth-sst2: 60.0}\n"
+    suite = load_suite(write_suite(tmp_path, body, training=FAST_TRAINING))
+    curve = [{"step": 10, "examples": 320, "val_score": 55.0}, {"step": 20, "examples": 640, "val_score": 61.0}]
+    t = time.perf_counter()
+    summary = run_suite(suite, executor=lambda spec, relay: ok_row(spec, curve=curve), echo=lambda m: None)
+    elapsed = time.perf_counter() - t
+    assert 0 < summary.wall_s <= elapsed
+    rows = read_rows(out)
+    assert len(rows) == 4
+    assert all(r["target"]["score"] == 60.0 and r["to_target"]["step"] == 20 for r in rows), rows[0]

@@ -56,3 +56,22 @@ def test_accuracy_and_f1_of_the_positive_class():
 def test_unknown_metric_is_an_error_naming_it():
     with pytest.raises(ValueError, match="unknown metric 'bleu'"):
         compute_metrics("bleu", [1], [1])
+
+
+def test_exact_match_counts_whitespace_trimmed_equal_strings_only():
+    score, parts = compute_metrics("exact_match", [" 42", "7 ", "13", "5"], ["42", "7", "31", "5"])
+    assert score == parts["exact_match"] == 75.0  # 3 of 4; "13" vs "31" is no match either way round
+
+
+def test_a_constant_prediction_scores_zero_correlation_without_asking_scipy():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy warns (ConstantInputWarning) on a constant input
+        score, parts = compute_metrics("pearson_spearman", [2.5, 2.5, 2.5], [1.0, 2.0, 4.0])
+    assert (score, parts["pearson"], parts["spearman"]) == (0.0, 0.0, 0.0)
+
+
+def test_metric_names_read_from_a_file_match_by_value_not_identity():
+    name = "".join(["accu", "racy"])  # a string built at run time, as a parsed suite's is: not interned
+    assert compute_metrics(name, [1, 0, 1, 1], [1, 0, 0, 1])[0] == 75.0

@@ -88,11 +88,12 @@ def test_mnli_from_the_hub_mismatched_is_validation_and_matched_is_test(monkeypa
     assert len(data.train) == 5
 
 
-def test_hub_small_task_is_halved_like_the_tsv_reader(monkeypatch):
+@pytest.mark.parametrize("task", ["sst2", "cola"])  # names sorting after and before "mnli"
+def test_hub_small_task_is_halved_like_the_tsv_reader(monkeypatch, task):
     fake = {"train": [{"sentence": f"t{i}", "label": i % 2} for i in range(20)],
             "validation": [{"sentence": f"v{i}", "label": i % 2} for i in range(9)]}
     monkeypatch.setitem(sys.modules, "datasets", SimpleNamespace(load_dataset=lambda name, task: fake))
-    data = load_glue_hub("sst2")
+    data = load_glue_hub(task)
     assert len(data.train) == 20 and (len(data.validation), len(data.test)) == (4, 5)
     assert {e.text_a for e in data.validation + data.test} == {f"v{i}" for i in range(9)}
 
