@@ -89,6 +89,16 @@ EQUIVALENT: dict[tuple[str, str, str], str] = {
      'out[seed] = sum(per_task) if combine == "sum" else sum(per_task) / len(per_task)',
      'out[seed] = sum(per_task) if combine >= "sum" else sum(per_task) / len(per_task)'):
         'combine is "sum" or "mean" (Combine: Literal), and "mean" < "sum", so >= "sum" picks the same branch',
+    ("energybench/report/tables.py", "cell.std = float(s.std(ddof=1)) if len(s) > 1 else None",
+     "cell.std = float(s.std(ddof=1)) if len(s) != 1 else None"):
+        "s is built only when values is non-empty, so len(s) >= 1 and != 1 is > 1",
+    ("energybench/train/loop.py",
+     "if not stop and (not cfg.eval_every_steps or res.steps >= total_steps) and running:",
+     "if not stop and (not cfg.eval_every_steps or res.steps == total_steps) and running:"):
+        "the step loop breaks as soon as res.steps reaches total_steps, so it never exceeds it and >= is ==",
+    ("energybench/run/runner.py", 'write_file_atomic(out / "suite.json", suite.model_dump_json(indent=2))',
+     'write_file_atomic(out / "suite.json", suite.model_dump_json(indent= 1))'):
+        "only the indentation of suite.json changes; its content is the same JSON, which is all its readers parse",
 }
 
 
@@ -209,6 +219,7 @@ class Score:
 def _changed_lines(diff: str) -> tuple[str, str]:
     minus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("-") and not ln.startswith("---")]
     plus = [ln[1:].strip() for ln in diff.splitlines() if ln.startswith("+") and not ln.startswith("+++")]
+    minus, plus = [ln for ln in minus if ln], [ln for ln in plus if ln]  # a file's last line shows a blank pair
     return " / ".join(minus), " / ".join(plus)
 
 
