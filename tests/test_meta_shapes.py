@@ -103,3 +103,16 @@ def test_a_meta_step_reuses_answers_and_counts_exactly_what_it_counts_without_th
     plain = account_training_step(model, loss, batch, adamw, mode="fake", semantics="cuda")
     assert (cached.memory, cached.train_flops) == (plain.memory, plain.train_flops)
     assert cached_infer == account_inference(model, lambda m, b: m(**b), batch, mode="fake", semantics="cuda")
+
+
+def test_a_factory_without_a_dtype_follows_the_default_dtype_it_was_asked_under():
+    cache = MetaShapeCache(answers={})
+    with cache:
+        first = torch.empty(2, 3, device="meta")
+        old = torch.get_default_dtype()
+        torch.set_default_dtype(torch.float64)
+        try:
+            second = torch.empty(2, 3, device="meta")
+        finally:
+            torch.set_default_dtype(old)
+    assert (first.dtype, second.dtype) == (torch.float32, torch.float64)

@@ -17,7 +17,8 @@ An answer is reused only where it is a pure function of what the key holds:
 * every tensor argument is a plain meta tensor (a CPU scalar mixed in, a fake
   tensor or a subclass is passed through untouched), described in the key by
   shape, stride, dtype and storage offset; every other argument by its type
-  and value (unhashable ones bypass the cache);
+  and value (unhashable ones bypass the cache), with the default dtype (what a
+  factory without ``dtype=`` makes);
 * each result owns a fresh storage of exactly the size ``empty_strided``
   gives it, at offset 0, shared with no input and no other result (a
   factory asked for a CPU tensor is answered by its kernel every time).
@@ -96,7 +97,8 @@ def _question(func, args, kwargs) -> tuple | None:
     if not _is_functional(func):
         return None
     try:
-        key = (func, _described(args), _described(tuple(kwargs.items())) if kwargs else ())
+        key = (func, torch.get_default_dtype(),  # what a factory without dtype= makes
+               _described(args), _described(tuple(kwargs.items())) if kwargs else ())
         hash(key)
     except _Unreusable:
         return None
