@@ -100,9 +100,7 @@ def _question(func, args, kwargs) -> tuple | None:
         key = (func, torch.get_default_dtype(),  # what a factory without dtype= makes
                _described(args), _described(tuple(kwargs.items())) if kwargs else ())
         hash(key)
-    except _Unreusable:
-        return None
-    except TypeError:  # an unhashable argument
+    except (_Unreusable, TypeError):  # not a plain meta tensor; an unhashable argument
         return None
     return key
 

@@ -10,8 +10,8 @@ import base64
 from dataclasses import dataclass, field
 from html import escape
 
-from energybench.report.plots import Plot
 from energybench.report.empty_columns import EMPTY_COLUMNS_LEAD, collapsed
+from energybench.report.plots import Plot
 from energybench.report.tables import Footnotes, Table, fmt_pct
 
 CSS = """

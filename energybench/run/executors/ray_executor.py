@@ -58,7 +58,6 @@ def _check_reachable(address: str) -> None:
                             "`ray status` says") from None
 
 
-
 def _signal_safe(call, *args, **kwargs):
     """``call`` (ray.wait / ray.get), re-raising the grid's own stop request as itself.
 
@@ -76,6 +75,7 @@ def _signal_safe(call, *args, **kwargs):
         if isinstance(stop, StopRequested):
             raise stop from None
         raise
+
 
 class RayExecutor:
     name = "ray"
