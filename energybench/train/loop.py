@@ -118,7 +118,7 @@ def fit(model: nn.Module, method: Method, tokenizer, data: TaskData, cfg: Traini
     model.train()
     stop = False
     for epoch in range(cfg.max_epochs):
-        for examples in epoch_batches(data.train, cfg.batch_size, rng):
+        for examples in epoch_batches(data.train, cfg.batch_size, rng, cfg.group_by_length):
             t0 = time.perf_counter()
             batch = to_device(training_batch(tokenizer, data.spec, examples, cfg.max_source_length,
                                              cfg.max_target_length, family), device)
