@@ -165,3 +165,20 @@ def test_shipped_encoder_suites_validate_with_every_method(name):
     assert {m.name for m in suite.methods} == set(method_names())
     moved = with_data_dir(suite, "/data/glue")
     assert all(t.data_dir == ("/data/glue" if not t.name.startswith("synth") else None) for t in moved.tasks)
+
+
+def test_head_predictions_come_back_in_input_order_whatever_the_batching():
+    """Rows are batched by length; each row's prediction is the one it gets alone (batch of one, no padding)."""
+    from energybench.train.evaluate import head_predictions
+
+    bb = load_backbone("tiny-bert", num_labels=1, seed=4)
+    import random
+
+    rng = random.Random(0)
+    words = ["".join(rng.choice("abcdefghij klmnop") for _ in range(n)) for n in (9, 1, 30, 4, 17, 2, 25, 6)]
+    ex = [Example(w, "xyz" if len(w) % 2 else None, 0.0) for w in words]
+    bb.model.eval()
+    alone = [head_predictions(bb.model, bb.tokenizer, REG, [e], 64, 1, torch.device("cpu"))[0] for e in ex]
+    batched = head_predictions(bb.model, bb.tokenizer, REG, ex, 64, 3, torch.device("cpu"))
+    assert len(set(round(a, 6) for a in alone)) == len(ex)  # distinct outputs, so a permutation would show
+    assert batched == pytest.approx(alone, abs=1e-7)
