@@ -37,6 +37,7 @@ from energybench.measure.fake import (fake_batch, fake_copy, masks_all_ones, met
                                       new_fake_mode, replay_mask_decisions, storage_key)
 from energybench.measure.flops import TotalFlops
 from energybench.measure.meta_shapes import MetaShapeCache
+from energybench.measure.recompute import RecomputedSegments
 from energybench.measure.semantics import SEMANTICS, CudaKernels, SavedTensors
 
 MODES = ("fake", "real")
@@ -115,6 +116,10 @@ def _shape_rules(engine: str):
     return MetaShapeCache() if engine == "meta" else contextlib.nullcontext()
 
 
+def _kernels(semantics: str, saved: SavedTensors):
+    return CudaKernels(saved) if semantics == "cuda" else contextlib.nullcontext()
+
+
 def _autocast(dtype: torch.dtype | None):
     return torch.autocast("cpu", dtype=dtype) if dtype is not None else contextlib.nullcontext()
 
@@ -185,13 +190,16 @@ def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, 
         for p in trainable:
             p.grad = None
         saved = SavedTensors(storage_key, set(by_storage))
-        kernels = CudaKernels(saved) if semantics == "cuda" else contextlib.nullcontext()
+        kernels = _kernels(semantics, saved)
         counter = TotalFlops()
         with _shape_rules(engine), counter:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), kernels, _autocast(autocast_dtype):
                 loss = loss_fn(work, work_batch)
-            loss.backward()
-        activations = saved.total
+            # gradient checkpointing: the segment recomputed in backward saves again (measure/recompute.py)
+            recomputed = RecomputedSegments(storage_key, set(by_storage) | set(saved.sizes))
+            with recomputed.recording(), _kernels(semantics, recomputed):
+                loss.backward()
+        activations = saved.total + recomputed.peak
         saved.held.clear()
         grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
         opt_bytes = _optimizer_state_bytes(trainable, optimizer_factory, engine)
@@ -253,7 +261,7 @@ def _inference(model, forward_fn, batch, engine, semantics, autocast_dtype) -> i
     with _work_copy(model, batch, engine) as (work, work_batch):
         work.eval()
         counter = TotalFlops()
-        kernels = CudaKernels(SavedTensors(storage_key, set())) if semantics == "cuda" else contextlib.nullcontext()
+        kernels = _kernels(semantics, SavedTensors(storage_key, set()))
         with _shape_rules(engine), counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
             forward_fn(work, work_batch)
         return int(counter.get_total_flops())
