@@ -87,3 +87,51 @@ def test_precision_is_validated_and_hashed_with_the_training_settings():
     a = TrainingSettings().model_dump()
     b = TrainingSettings(precision="bf16", gradient_checkpointing=True).model_dump()
     assert a["precision"] == "fp32" and a["gradient_checkpointing"] is False and a != b
+
+
+def test_fp16_mixed_counts_the_loss_scalers_state_the_loop_keeps():
+    """A float32 scale and an int32 growth tracker: 4 + 4 bytes, what the loop's own scaler holds after a step."""
+    from energybench.train.precision import loss_scaler_state_bytes
+
+    assert [loss_scaler_state_bytes(p) for p in ("fp32", "bf16-mixed", "bf16")] == [0, 0, 0]
+    assert loss_scaler_state_bytes("fp16-mixed") == 4 + 4
+    model = _model("lora", "fp16-mixed", False)
+    prec = Precision("fp16-mixed", torch.device("cpu"))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad])
+    with prec.autocast():
+        loss = model(**_batch()).loss
+    prec.backward(loss)
+    prec.step(opt)
+    kept = [v for v in vars(prec.scaler).values() if torch.is_tensor(v)]
+    assert sum(v.nbytes for v in kept) == 8
+
+
+def test_estimate_adds_the_scaler_to_the_optimizer_state_and_nothing_else(tmp_path):
+    from conftest import write_suite
+
+    from energybench.run.estimate import estimate_suite
+    from energybench.suite import load_suite
+
+    def row(precision):
+        path = write_suite(tmp_path, f"""
+name: scaler
+output_dir: runs/scaler
+backbones:
+  - name: tiny-t5
+tasks:
+  - name: synth-sst2
+methods:
+  - name: lora
+training:
+  batch_size: 2
+  max_source_length: 12
+  max_target_length: 3
+  precision: {precision}
+""", name=f"{precision}.yaml")
+        return estimate_suite(load_suite(path), progress=lambda _m: None, jobs=1)[0]
+
+    fp16, bf16 = row("fp16-mixed"), row("bf16-mixed")  # float16 and bfloat16 activations: 2 bytes each alike
+    assert fp16["mem_optimizer_bytes"] == bf16["mem_optimizer_bytes"] + 8
+    assert fp16["mem_model_bytes"] == bf16["mem_model_bytes"] + 8
+    for key in ("mem_params_bytes", "mem_grads_bytes", "mem_activations_bytes", "train_flops"):
+        assert fp16[key] == bf16[key], key

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Callable
 
 import torch
@@ -50,7 +50,8 @@ class MemoryBreakdown:
 
     params_bytes: every parameter, trainable or frozen, each storage once.
     grads_bytes: gradients of the trainable parameters.
-    optimizer_bytes: optimizer state after one step (AdamW: exp_avg, exp_avg_sq, step).
+    optimizer_bytes: optimizer state after one step (AdamW: exp_avg, exp_avg_sq, step), plus any state
+        the step keeps beside it (``extra_state_bytes``: fp16-mixed's GradScaler).
     activations_bytes: tensors autograd saved for backward, each storage once,
         not counting storages that are parameters (already in params_bytes).
     total_bytes: the sum, reported as ``mem_model_bytes``.
@@ -164,6 +165,7 @@ def account_training_step(
     mode: str = "fake",
     semantics: str = "cuda",
     autocast_dtype: torch.dtype | None = None,
+    extra_state_bytes: int = 0,
 ) -> StepCost:
     """Account one training step of a *copy* of ``model`` on ``batch``.
 
@@ -174,11 +176,17 @@ def account_training_step(
     Gradient checkpointing is followed as the model is set (the saved tensors
     are then the checkpoints' inputs). The caller's model, gradients, optimizer
     and random state are untouched (a meta or fake model is used in place).
+    ``extra_state_bytes`` (state the loop keeps beside the optimizer's, such as
+    a loss scaler's) is added to ``optimizer_bytes``.
     """
     _checked(mode, semantics)
-    return _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
+    cost = _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
                             lambda engine: _training_step(model, loss_fn, batch, optimizer_factory, engine,
                                                           semantics, autocast_dtype, mode))
+    if not extra_state_bytes:
+        return cost
+    memory = replace(cost.memory, optimizer_bytes=cost.memory.optimizer_bytes + extra_state_bytes)
+    return replace(cost, memory=memory)
 
 
 def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, autocast_dtype, mode) -> StepCost:

@@ -43,7 +43,7 @@ from energybench.tasks import load_task
 from energybench.train.batches import to_device, training_batch
 from energybench.train.evaluate import evaluate
 from energybench.train.loop import fit, planned_steps
-from energybench.train.precision import autocast_dtype, prepare_backbone
+from energybench.train.precision import autocast_dtype, loss_scaler_state_bytes, prepare_backbone
 
 TRACEBACK_TAIL_LINES = 25
 
@@ -233,7 +233,8 @@ def _accounting(model, method, train_batch: dict, measure: MeasureSettings, cfg)
     cost = account_training_step(model, training_loss(method), train_batch,
                                  lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
                                  mode=measure.accounting_mode, semantics=measure.accounting_semantics,
-                                 autocast_dtype=autocast_dtype(cfg.precision))
+                                 autocast_dtype=autocast_dtype(cfg.precision),
+                                 extra_state_bytes=loss_scaler_state_bytes(cfg.precision))
     note = _accounting_note(measure, cfg) + f"; engine: {cost.engine}"
     for name, value in cost.memory.as_fields().items():
         figs.put(name, value, MODELLED, note)

@@ -46,6 +46,21 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
     return {"bf16-mixed": torch.bfloat16, "fp16-mixed": torch.float16, "bf16": torch.bfloat16}.get(precision)
 
 
+def loss_scaler_state_bytes(precision: str) -> int:
+    """Bytes the loop's ``GradScaler`` keeps from step to step: 0 but for fp16-mixed.
+
+    Read off a real scaler once it has scaled a loss (its scale, float32, and
+    growth tracker, int32: 8 bytes), so the accounting counts what torch's
+    scaler holds rather than a number written here. The per-step ``found_inf``
+    and inverse scale it makes while unscaling (4 bytes each) are not kept.
+    """
+    if precision != "fp16-mixed":
+        return 0
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.scale(torch.ones(()))
+    return sum(v.nbytes for v in vars(scaler).values() if torch.is_tensor(v))
+
+
 def prepare_backbone(model: nn.Module, precision: str, gradient_checkpointing: bool) -> nn.Module:
     """Cast the backbone and turn checkpointing on, before the method attaches (so the method sees it so)."""
     if precision not in PRECISIONS:
