@@ -36,7 +36,6 @@ class RecomputedSegments(SavedTensors):
     def __init__(self, key: Callable[[torch.Tensor], object], exclude: set):
         super().__init__(key, exclude)
         self.largest = 0
-        self.segments = 0
         self._depth = 0
 
     @property
@@ -46,7 +45,6 @@ class RecomputedSegments(SavedTensors):
     def _enter_module(self, module, args) -> None:
         if self._depth == 0:
             self._close_segment()
-            self.segments += 1
         self._depth += 1
 
     def _leave_module(self, module, args, output) -> None:

@@ -31,6 +31,7 @@ from energybench.train.batches import (
     encode_sources,
     head_batch,
     sequence_log_likelihood,
+    text_length,
     to_device,
 )
 
@@ -88,7 +89,7 @@ def head_predictions(model: nn.Module, tokenizer, spec: TaskSpec, examples: Sequ
     rows' own (SST-2's test sentences: 25 tokens on average, 55 the longest);
     a row's output does not depend on its batch, as padding is masked.
     """
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i].text_a) + len(examples[i].text_b or ""))
+    order = sorted(range(len(examples)), key=lambda i: text_length(examples[i]))
     preds: list[int | float] = [0] * len(examples)
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
