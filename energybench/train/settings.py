@@ -43,8 +43,8 @@ class TrainingSettings(BaseModel):
         "fp32", description="fp32; autocast with fp32 master weights (bf16-mixed, fp16-mixed + GradScaler); "
                             "bf16: backbone cast to bfloat16 (train/precision.py)")
     gradient_checkpointing: bool = Field(False, description="the backbone's own gradient_checkpointing_enable")
-    group_by_length: bool = Field(False, description="batches of similar length (transformers' length-grouped "
-                                                     "order): less padding, same examples per epoch")
+    group_by_length: bool = Field(False, description="batches of similar length (transformers' length grouping, "
+                                                     "the batches then shuffled): less padding, same examples")
 
 
 class TrainingOverrides(BaseModel):
