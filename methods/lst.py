@@ -61,7 +61,8 @@ from transformers.modeling_outputs import Seq2SeqLMOutput
 
 from energybench.methods.base import ApplyContext, Method, MethodSettings, freeze, is_encoder
 from energybench.models.family import family_of
-from energybench.methods.read import check_t5_like, lm_loss, scale_decoder_outputs, side_network_inputs
+from energybench.methods.read import (block_outputs, check_t5_like, lm_loss, scale_decoder_outputs,
+                                      side_network_inputs)
 
 
 class LSTSettings(MethodSettings):
@@ -169,13 +170,8 @@ class LSTModel(nn.Module):
     @torch.no_grad()
     def _backbone_pass(self, stack: nn.Module, **kwargs) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Graph-free pass of one backbone stack: every block's output, and the stack's last hidden state."""
-        states = []
-        hooks = [b.register_forward_hook(lambda _m, _i, out: states.append(out[0])) for b in stack.block]
-        try:
+        with block_outputs(stack.block) as states:
             out = stack(**kwargs)
-        finally:
-            for h in hooks:
-                h.remove()
         return states, out.last_hidden_state
 
     def _side_encoding(self, input_ids, attention_mask, enc):

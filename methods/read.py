@@ -169,14 +169,26 @@ def _tap_cross_attention(module: nn.Module, cross: list) -> list:
 
 
 @contextmanager
+def block_outputs(blocks):
+    """Each block's output (its hidden states, the first element) in call order, for the block's duration;
+    the side networks (READ here, LST) read the frozen backbone's states so."""
+    states: list[torch.Tensor] = []
+    hooks = [b.register_forward_hook(lambda _m, _i, out: states.append(out[0])) for b in blocks]
+    try:
+        yield states
+    finally:
+        for h in hooks:
+            h.remove()
+
+
+@contextmanager
 def _capture(blocks, cross_modules=()):
     """Record each block's output and each cross-attention's probabilities (before dropout) during one pass."""
-    states, cross = [], []
-    hooks = [b.register_forward_hook(lambda _m, _i, out: states.append(out[0])) for b in blocks]
-    for module in cross_modules:
-        hooks += _tap_cross_attention(module, cross)
+    cross: list = []
+    hooks = [h for module in cross_modules for h in _tap_cross_attention(module, cross)]
     try:
-        yield states, cross
+        with block_outputs(blocks) as states:
+            yield states, cross
     finally:
         for h in hooks:
             h.remove()
