@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import torch
@@ -180,16 +180,13 @@ def account_training_step(
     a loss scaler's) is added to ``optimizer_bytes``.
     """
     _checked(mode, semantics)
-    cost = _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
+    return _on_first_engine(_engines(model, mode, semantics, autocast_dtype),
                             lambda engine: _training_step(model, loss_fn, batch, optimizer_factory, engine,
-                                                          semantics, autocast_dtype, mode))
-    if not extra_state_bytes:
-        return cost
-    memory = replace(cost.memory, optimizer_bytes=cost.memory.optimizer_bytes + extra_state_bytes)
-    return replace(cost, memory=memory)
+                                                          semantics, autocast_dtype, mode, extra_state_bytes))
 
 
-def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, autocast_dtype, mode) -> StepCost:
+def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, autocast_dtype, mode,
+                   extra_state_bytes: int) -> StepCost:
     with _work_copy(model, batch, engine) as (work, work_batch):
         params = _unique_parameters(work)
         trainable = [p for p in params if p.requires_grad]
@@ -210,7 +207,7 @@ def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, 
         activations = saved.total + recomputed.peak
         saved.held.clear()
         grads_bytes = sum(p.grad.untyped_storage().nbytes() for p in trainable if p.grad is not None)
-        opt_bytes = _optimizer_state_bytes(trainable, optimizer_factory, engine)
+        opt_bytes = _optimizer_state_bytes(trainable, optimizer_factory, engine) + extra_state_bytes
         if engine == "meta":
             for p in trainable:
                 p.grad = None  # a meta model used in place keeps no gradients from its accounting
