@@ -7,6 +7,7 @@ the cache (and, for the accounting, what the step counts without it).
 from __future__ import annotations
 
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from energybench.measure import accounting
 from energybench.measure.accounting import account_inference, account_training_step
@@ -16,8 +17,8 @@ from energybench.models.backbones import load_backbone
 from energybench.registry import load_method
 
 
-def _meta(*shape, dtype=torch.float32):
-    return torch.empty(*shape, device="meta", dtype=dtype)
+def _meta(*shape, dtype=torch.float32, requires_grad=False):
+    return torch.empty(*shape, device="meta", dtype=dtype, requires_grad=requires_grad)
 
 
 def _layout(t: torch.Tensor):
@@ -95,14 +96,45 @@ def test_a_meta_step_reuses_answers_and_counts_exactly_what_it_counts_without_th
     assert cached.engine == "meta" and len(caches) == 2
     assert all(c.hits > c.misses > 0 for c in caches), [(c.hits, c.misses) for c in caches]
 
-    class NoCache(MetaShapeCache):
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            return func(*args, **(kwargs or {}))
-
-    monkeypatch.setattr(accounting, "MetaShapeCache", NoCache)
+    monkeypatch.setattr(accounting, "MetaShapeCache", lambda: MetaShapeCache(answers=_Forgetful()))
     plain = account_training_step(model, loss, batch, adamw, mode="fake", semantics="cuda")
     assert (cached.memory, cached.train_flops) == (plain.memory, plain.train_flops)
     assert cached_infer == account_inference(model, lambda m, b: m(**b), batch, mode="fake", semantics="cuda")
+
+
+class _Forgetful(dict):
+    """Answers nothing and keeps nothing: every question is a miss, run and counted afresh."""
+
+    def get(self, key, default=None):
+        return default
+
+    def __setitem__(self, key, value):
+        pass
+
+
+def test_flops_remembered_with_the_answers_are_what_torchs_counter_counts_on_the_same_operators():
+    x, w = _meta(8, 16, requires_grad=True), _meta(4, 16, requires_grad=True)
+    q = _meta(2, 3, 10, 8)
+
+    def ops():
+        y = torch.nn.functional.linear(x, w)  # 2·8·16·4 forward
+        torch.nn.functional.scaled_dot_product_attention(q, q, q)  # decomposed below the counter: its bmms count
+        torch.nn.functional.linear(x, w).sum().backward()  # repeated forward, then two matmuls of backward
+        return y
+
+    with FlopCounterMode(display=False) as reference:
+        ops()
+    expected = reference.get_total_flops()
+    first, again = MetaShapeCache(answers={}), None
+    with first:
+        ops()
+    with MetaShapeCache(answers=first.answers) as again:
+        ops()
+    assert again.hits > 0 and again.misses < first.misses
+    assert first.get_total_flops() == again.get_total_flops() == expected
+    # by hand: two linear forwards and the backward's two matmuls, 2·8·16·4 each; attention's q·kᵀ and
+    # weights·v over 2·3 heads, 2·10·8·10 each
+    assert expected == 4 * (2 * 8 * 16 * 4) + 2 * (2 * 3) * (2 * 10 * 8 * 10)
 
 
 def test_a_factory_without_a_dtype_follows_the_default_dtype_it_was_asked_under():

@@ -111,10 +111,11 @@ def _work_copy(model: nn.Module, batch: dict, engine: str):
             yield work, fake_batch(batch, fm)
 
 
-def _shape_rules(engine: str):
-    """Meta steps reuse repeated shape answers (measure/meta_shapes.py); entered before the FLOP counter, so it
-    still sees every operator."""
-    return MetaShapeCache() if engine == "meta" else contextlib.nullcontext()
+def _flop_counter(engine: str):
+    """The mode that counts the step's FLOPs (``get_total_flops()``): on meta tensors the shape cache, which
+    reuses repeated shape answers and their FLOPs in one dispatch (measure/meta_shapes.py); elsewhere torch's
+    counter without module tracking (measure/flops.py)."""
+    return MetaShapeCache() if engine == "meta" else TotalFlops()
 
 
 def _kernels(semantics: str, saved: SavedTensors):
@@ -196,8 +197,8 @@ def _training_step(model, loss_fn, batch, optimizer_factory, engine, semantics, 
             p.grad = None
         saved = SavedTensors(storage_key, set(by_storage))
         kernels = _kernels(semantics, saved)
-        counter = TotalFlops()
-        with _shape_rules(engine), counter:
+        counter = _flop_counter(engine)
+        with counter:
             with torch.autograd.graph.saved_tensors_hooks(saved.pack, lambda t: t), kernels, _autocast(autocast_dtype):
                 loss = loss_fn(work, work_batch)
             # gradient checkpointing: the segment recomputed in backward saves again (measure/recompute.py)
@@ -265,9 +266,9 @@ def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], 
 def _inference(model, forward_fn, batch, engine, semantics, autocast_dtype) -> int:
     with _work_copy(model, batch, engine) as (work, work_batch):
         work.eval()
-        counter = TotalFlops()
+        counter = _flop_counter(engine)
         kernels = _kernels(semantics, SavedTensors(storage_key, set()))
-        with _shape_rules(engine), counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
+        with counter, torch.no_grad(), kernels, _autocast(autocast_dtype):
             forward_fn(work, work_batch)
         return int(counter.get_total_flops())
 

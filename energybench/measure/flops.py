@@ -7,11 +7,18 @@ a sixth of a meta-tensor step's time, for a per-module table the accounting
 never prints. :class:`TotalFlops` is the same counter (its registry, its
 decompositions, its ``get_total_flops``) with the tracker left out, so every
 FLOP lands under ``"Global"`` exactly as it does with the tracker.
+
+:func:`run_counted` is the same rule for one operator, for a dispatch mode
+that counts FLOPs itself (measure/meta_shapes.py remembers each answer's
+FLOPs with its shapes, so a meta step dispatches once per operator, not twice).
 """
 
 from __future__ import annotations
 
-from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode
+from typing import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode, _FlopCounterMode, flop_registry
 
 
 class TotalFlops(FlopCounterMode):
@@ -31,4 +38,23 @@ class TotalFlops(FlopCounterMode):
         return entered.__exit__(*args)
 
 
-__all__ = ["TotalFlops"]
+def run_counted(mode, func, args: tuple, kwargs: dict, add: Callable[[int], None]):
+    """``func(*args, **kwargs)`` inside the dispatch mode ``mode``, its FLOPs passed to ``add`` as torch's
+    FlopCounterMode counts them (the same test, the same order): an operator not in the registry is first
+    offered its decomposition, run under ``mode`` so that each part is counted by this rule; one that does not
+    decompose runs, and its formula from ``torch.utils.flop_counter``'s registry, if it has one, gives its
+    FLOPs. (The registry is keyed by operator packet and the dispatched ``func`` is an overload, so torch offers
+    every operator its decomposition; so does this.)"""
+    if func not in flop_registry and func is not torch.ops.prim.device.default:
+        with mode:
+            out = func.decompose(*args, **kwargs)
+        if out is not NotImplemented:
+            return out
+    out = func(*args, **kwargs)
+    formula = flop_registry.get(func._overloadpacket)
+    if formula is not None:
+        add(formula(*args, **kwargs, out_val=out))
+    return out
+
+
+__all__ = ["TotalFlops", "run_counted"]
