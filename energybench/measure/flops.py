@@ -44,8 +44,10 @@ def run_counted(mode, func, args: tuple, kwargs: dict, add: Callable[[int], None
     offered its decomposition, run under ``mode`` so that each part is counted by this rule; one that does not
     decompose runs, and its formula from ``torch.utils.flop_counter``'s registry, if it has one, gives its
     FLOPs. (The registry is keyed by operator packet and the dispatched ``func`` is an overload, so torch offers
-    every operator its decomposition; so does this.)"""
-    if func not in flop_registry and func is not torch.ops.prim.device.default:
+    every operator its decomposition; so does this. Most operators have none — ``OpOverload.decompose`` then
+    returns NotImplemented without running anything — so which do is remembered, and the others skip
+    re-entering the mode, which costs more than most meta kernels.)"""
+    if func not in flop_registry and func is not torch.ops.prim.device.default and _decomposes(func):
         with mode:
             out = func.decompose(*args, **kwargs)
         if out is not NotImplemented:
@@ -55,6 +57,21 @@ def run_counted(mode, func, args: tuple, kwargs: dict, add: Callable[[int], None
     if formula is not None:
         add(formula(*args, **kwargs, out_val=out))
     return out
+
+
+_IMPLICIT = torch._C.DispatchKey.CompositeImplicitAutograd
+_HAS_IMPLICIT_KERNEL: dict[object, bool] = {}
+
+
+def _decomposes(func) -> bool:
+    """Whether ``func.decompose`` has a decomposition to run: the two kernels it looks for (torch/_ops.py), a
+    Python one (looked up each time: they can be registered late) or a C++ one (remembered)."""
+    if _IMPLICIT in func.py_kernels:
+        return True
+    known = _HAS_IMPLICIT_KERNEL.get(func)
+    if known is None:
+        known = _HAS_IMPLICIT_KERNEL[func] = torch._C._dispatch_has_kernel_for_dispatch_key(func.name(), _IMPLICIT)
+    return known
 
 
 __all__ = ["TotalFlops", "run_counted"]
