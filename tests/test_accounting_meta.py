@@ -108,3 +108,20 @@ def test_an_operator_meta_tensors_refuse_falls_back_to_fake_tensors():
     assert (cost.memory, cost.train_flops) == (real.memory, real.train_flops)
     # by hand: W 3×4 + b 3 fp32 = 60 bytes each for parameters and gradients, AdamW 2×60 + 2 step scalars
     assert (real.memory.params_bytes, real.memory.grads_bytes, real.memory.optimizer_bytes) == (60, 60, 128)
+
+
+def test_a_meta_twin_keeps_each_storage_shared_and_each_layout_and_flag():
+    from energybench.measure.fake import meta_copy, storage_key
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 4))
+    model[1].weight = torch.nn.Parameter(model[0].weight.detach().t())  # a transposed view of layer 0's storage
+    model[0].bias.requires_grad_(False)
+    model.register_buffer("window", torch.arange(10.0)[2:7])  # a slice: offset 2 into 40 bytes
+    twin = meta_copy(model)
+    layouts = [(tuple(t.shape), t.stride(), t.storage_offset(), t.untyped_storage().nbytes(), t.is_meta)
+               for t in (*twin.parameters(), *twin.buffers())]
+    assert layouts == [((3, 4), (4, 1), 0, 48, True), ((3,), (1,), 0, 12, True), ((4, 3), (1, 4), 0, 48, True),
+                       ((4,), (1,), 0, 16, True), ((5,), (1,), 2, 40, True)]
+    assert storage_key(twin[0].weight) == storage_key(twin[1].weight) != storage_key(twin[1].bias)
+    assert [p.requires_grad for p in twin.parameters()] == [True, False, True, True]
+    assert not model[0].weight.is_meta  # the original is untouched

@@ -223,9 +223,10 @@ def _optimizer_state_bytes(trainable: list[nn.Parameter], optimizer_factory, eng
     refuse, so a meta or fake model's step runs on fake twins of its trainable
     parameters — one twin per distinct (shape, stride, dtype, gradient dtype),
     its state's bytes counted once per parameter of that kind (a 3B model's
-    255 parameters are 7 kinds). That holds for every optimizer whose state is
-    per parameter and a function of its shape (torch's AdamW, Adam, SGD,
-    RMSprop, Adagrad …); the meta and fake tests check it against a real step.
+    255 parameters are 7 kinds), all twins stepped by one optimizer. That
+    holds for every optimizer whose state is per parameter and a function of
+    its shape (torch's AdamW, Adam, SGD, RMSprop, Adagrad …); the meta and
+    fake tests check it against a real step.
     """
     if not trainable:
         return 0
@@ -235,14 +236,15 @@ def _optimizer_state_bytes(trainable: list[nn.Parameter], optimizer_factory, eng
     for p in trainable:
         kind = (tuple(p.shape), p.stride(), p.dtype, None if p.grad is None else (p.grad.stride(), p.grad.dtype))
         kinds[kind] = kinds.get(kind, 0) + 1
-    total = 0
     with new_fake_mode():
-        for (shape, stride, dtype, grad), count in kinds.items():
+        twins = []
+        for shape, stride, dtype, grad in kinds:
             twin = nn.Parameter(torch.empty_strided(shape, stride, dtype=dtype))
             if grad is not None:
                 twin.grad = torch.empty_strided(shape, grad[0], dtype=grad[1])
-            total += count * _state_bytes(_stepped(optimizer_factory, [twin]))
-    return total
+            twins.append(twin)
+        state = _stepped(optimizer_factory, twins).state  # one optimizer over one twin of each kind
+        return sum(count * _tensor_bytes(state.get(twin, {})) for twin, count in zip(twins, kinds.values()))
 
 
 def _stepped(optimizer_factory, params: list[nn.Parameter]) -> torch.optim.Optimizer:
@@ -252,7 +254,11 @@ def _stepped(optimizer_factory, params: list[nn.Parameter]) -> torch.optim.Optim
 
 
 def _state_bytes(opt: torch.optim.Optimizer) -> int:
-    return sum(v.untyped_storage().nbytes() for state in opt.state.values() for v in state.values() if torch.is_tensor(v))
+    return sum(_tensor_bytes(state) for state in opt.state.values())
+
+
+def _tensor_bytes(state: dict) -> int:
+    return sum(v.untyped_storage().nbytes() for v in state.values() if torch.is_tensor(v))
 
 
 def account_inference(model: nn.Module, forward_fn: Callable[[nn.Module, dict], object], batch: dict, *,
