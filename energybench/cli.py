@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a run failed (run) or a regression (compare),
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import warnings
@@ -393,7 +394,13 @@ def main(argv: list[str] | None = None) -> int:
     _install_plain_warnings()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    code = args.func(args)
+    if argv is None:  # the program itself, about to exit (never a caller in the same process)
+        # The command is done, so its heap is final: frozen objects are left out of the interpreter's last
+        # collections, which otherwise traverse torch's and transformers' objects for ~1.2 s after the output
+        # (measured after `estimate`); memory is returned to the system at exit either way.
+        gc.freeze()
+    return code
 
 
 if __name__ == "__main__":
