@@ -344,6 +344,9 @@ class LadderSideTuning(Method):
             return apply_lst_causal(model, self.settings, ctx.seed)
         check_t5_like(model, "LST")
         s = self.settings
+        if s.init == "pruned" and model.shared.weight.is_meta:  # said before the side network is built for nothing
+            raise NotImplementedError("init: pruned reads the backbone's weights, and a meta tensor has none "
+                                      "(init: random builds the same shapes)")
         freeze(model)
         cfg = side_config(model.config, s.reduction_factor, model.config._attn_implementation)
         kept = {name: s.kept_layers(len(stack.block), name)
