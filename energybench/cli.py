@@ -74,11 +74,7 @@ def cmd_run(args) -> int:
     from energybench.results import ResultsFileError, ResultsWriteError, finished_run_ids
     from energybench.run.executors import ExecutorError, resolve_settings
     from energybench.run.preflight import PreflightError, preflight
-    from energybench.run.runner import (
-        OutputDirError,
-        run_suite,
-        suite_executor_settings,
-    )
+    from energybench.run.runner import OutputDirError, run_suite, suite_executor_settings
     from energybench.run.stopping import StopRequested, StopSignals
     from energybench.suite import SuiteError, load_suite, with_data_dir
 
@@ -237,7 +233,6 @@ def cmd_compare(args) -> int:
 def cmd_baseline_export(args) -> int:
     from energybench.regress.baseline import export_baseline
     from energybench.regress.sides import CompareInputError
-
     from energybench.results import ResultsWriteError
 
     try:
@@ -251,12 +246,7 @@ def cmd_baseline_export(args) -> int:
 
 def cmd_history_add(args) -> int:
     from energybench.regress.git import git_commit, git_dirty
-    from energybench.regress.history import (
-        HistoryError,
-        add_run_dir,
-        connect,
-        default_db_path,
-    )
+    from energybench.regress.history import HistoryError, add_run_dir, connect, default_db_path
     from energybench.results import ResultsFileError
 
     db = args.db or default_db_path()
@@ -395,10 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     args = build_parser().parse_args(argv)
     code = args.func(args)
-    if argv is None:  # the program itself, about to exit (never a caller in the same process)
-        # The command is done, so its heap is final: frozen objects are left out of the interpreter's last
-        # collections, which otherwise traverse torch's and transformers' objects for ~1.2 s after the output
-        # (measured after `estimate`); memory is returned to the system at exit either way.
+    if argv is None:  # the program, about to exit: its last collections would walk torch's heap for ~1.2 s
         gc.freeze()
     return code
 
