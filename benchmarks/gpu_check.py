@@ -42,17 +42,17 @@ PARTS = {
     "overhead": (50, 120, "median step time, NVML sampler at 10 Hz (B) vs off (A), blocks A A B A B A B A: "
                           "A/A is the noise floor"),
     "methods": (210, 330, "every registered method on t5-base-random, batch 96, source length 128, fp32 and "
-                          "bf16-mixed, 20 steps each: CUDA peak allocated/reserved, modelled mem_model_bytes, "
-                          "their ratio, median step time, energy per step, samples/s"),
+                          "bf16-mixed, 20 steps each: CUDA peak allocated/reserved, modelled mem_model_bytes "
+                          "(by part, at that precision), their ratio, median step time, energy per step, samples/s"),
     "quickstart": (110, 180, "the quickstart (seed 0, first task) with device: cuda; again with --gpus 0,1 "
                              "(two runs at once) when more than one GPU is visible"),
 }
 REAL = dict(device="cuda", backbone="t5-base-random", batch=96, src_len=128, tgt_len=16, energy_s=60.0,
             energy_min_steps=1, warmup=5, pairs=3, block_steps=20, method_steps=20,
-            precisions=["fp32", "bf16-mixed"], bf16_methods=None, account_batches=[1, 2, 4])
+            precisions=["fp32", "bf16-mixed"], bf16_methods=None)
 DRY = dict(device="cpu", backbone="tiny-t5", batch=4, src_len=32, tgt_len=16, energy_s=0.0,
            energy_min_steps=2, warmup=1, pairs=1, block_steps=2, method_steps=2,
-           precisions=["fp32", "bf16-mixed"], bf16_methods=["full_ft", "lora"], account_batches=[1, 2, 3])
+           precisions=["fp32", "bf16-mixed"], bf16_methods=["full_ft", "lora"])
 DRY_LIMIT_S = 150  # generous: on 2 shared cores imports alone can take 30 s a part
 
 

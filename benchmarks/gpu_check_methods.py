@@ -1,52 +1,34 @@
 """The ``methods`` part of ``benchmarks/gpu_check.py``: every registered method, fp32 and bf16-mixed.
 
 Each (method, precision) trains ``method_steps`` steps with energybench's own loop (``fit``, the method's
-hooks included) inside one Meter window: CUDA peak allocated/reserved (measured), ``mem_model_bytes`` from
-the accounting (modelled, fp32), their ratio, median step time, samples/s, and GPU energy per step from the
-counter. A row is saved as soon as it is measured, so a part cut at its limit keeps the finished rows.
+hooks included) inside one Meter window: CUDA peak allocated/reserved (measured), ``mem_model_bytes`` and its
+parts from the accounting (modelled), their ratio, median step time, samples/s, and GPU energy per step from
+the counter. The modelled figure is the one a run of the same setting records and ``energybench estimate``
+prints: fake tensors, CUDA saved-tensor semantics, at the check's batch and the row's precision. A row is saved
+as soon as it is measured, so a part cut at its limit keeps the finished rows.
 """
 
 from __future__ import annotations
 
 import gc
 
-from gpu_check_parts import MEASURED, MODELLED, Section, fixed_task, loss_fn, settings
+from gpu_check_parts import MEASURED, MODELLED, Section, fixed_task, settings
 
 
-def _precision_plan(device, precision: str):
-    """How fit runs at ``precision``: the loop's own setting if it has one, else torch.autocast around fit."""
-    import contextlib
-
+def _modelled(model, method, tokenizer, data, opts, precision: str):
+    """The accounting of one training step on the check's first batch (every batch has its shape), as a run
+    at ``precision`` records it (run/execute.py): a StepCost, its engine named."""
     import torch
 
-    from energybench.train.settings import TrainingSettings
-
-    if precision == "fp32":
-        return {}, contextlib.nullcontext(), "fp32"
-    if "precision" in TrainingSettings.model_fields:
-        return {"precision": "bf16-mixed"}, contextlib.nullcontext(), "TrainingSettings.precision"
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise RuntimeError("this GPU does not support bf16")
-    return {}, torch.autocast(device.type, dtype=torch.bfloat16), "torch.autocast(bfloat16) around fit (the loop has no precision setting)"
-
-
-def _modelled_bytes(model, method, tokenizer, data, opts) -> tuple[int, bool]:
-    """mem_model_bytes at the check's batch, carried along the line through batches b1 < b2 (exact at fixed
-    lengths); the third point b0 checks the line."""
-    import torch
-
-    from energybench.measure.accounting import model_memory
+    from energybench.measure.accounting import account_training_step
+    from energybench.run.execute import training_loss
     from energybench.train.batches import training_batch
+    from energybench.train.precision import autocast_dtype, loss_scaler_state_bytes
 
-    def at(b):
-        batch = training_batch(tokenizer, data.spec, data.train[:b], opts["src_len"], opts["tgt_len"])
-        return model_memory(model, loss_fn(method, batch), lambda p: torch.optim.AdamW(p, lr=1e-3)).total_bytes
-
-    b0, b1, b2 = opts["account_batches"]
-    m0, m1, m2 = at(b0), at(b1), at(b2)
-    slope = (m2 - m1) / (b2 - b1)
-    exact = abs(m1 - slope * (b1 - b0) - m0) < 1
-    return int(round(m2 + slope * (opts["batch"] - b2))), exact
+    batch = training_batch(tokenizer, data.spec, data.train[:opts["batch"]], opts["src_len"], opts["tgt_len"])
+    return account_training_step(model, training_loss(method), batch, lambda p: torch.optim.AdamW(p, lr=1e-4),
+                                 mode="fake", semantics="cuda", autocast_dtype=autocast_dtype(precision),
+                                 extra_state_bytes=loss_scaler_state_bytes(precision))
 
 
 def part_methods(sec: Section, opts) -> None:
@@ -66,11 +48,10 @@ def part_methods(sec: Section, opts) -> None:
     data = fixed_task(b * steps, opts["src_len"])
     rows = sec.data.setdefault("rows", [])
     sec.note(f"{opts['backbone']}, batch {b}, source length {opts['src_len']}, target length {opts['tgt_len']}, "
-             f"{steps} steps per method and precision; mem_model_bytes is the fp32 accounting "
-             f"(modelled, from batches {opts['account_batches']} carried to {b}); the window includes one "
-             "4-example validation at the end of fit")
+             f"{steps} steps per method and precision; mem_model_bytes and its parts are the accounting of "
+             "the row's setting (modelled: fake tensors, CUDA saved-tensor semantics, as a run records it); the "
+             "window includes one 4-example validation at the end of fit")
     for name in method_names():
-        modelled = None
         for precision in [p for p in opts["precisions"] if p == "fp32" or opts["bf16_methods"] is None
                           or name in opts["bf16_methods"]]:
             row = {"method": name, "precision": precision, "reasons": {}, "how": {}}
@@ -87,23 +68,21 @@ def part_methods(sec: Section, opts) -> None:
                 bb = load_backbone(opts["backbone"], seed=0)
                 model = method.apply(bb.model, ApplyContext(total_steps=steps, seed=0, task_name="synth-sst2"))
                 put("trainable_params", count_parameters(model)[0])
-                if modelled is None:
-                    modelled = _modelled_bytes(model, method, bb.tokenizer, data, opts)
-                put("mem_model_bytes", modelled[0], MODELLED,
-                    None if modelled[1] else "the accounting was not linear in the batch: extrapolation approximate")
-                extra, ctx, via = _precision_plan(device, precision)
-                row["precision_via"] = via
+                cost = _modelled(model, method, bb.tokenizer, data, opts, precision)
+                modelled = cost.memory.total_bytes
+                for k, v in cost.memory.as_fields().items():
+                    put(k, v, MODELLED)
+                row["accounting_engine"] = cost.engine
                 cfg = TrainingSettings(learning_rate=1e-4, batch_size=b, max_epochs=1, max_steps=steps,
                                        eval_every_steps=None, patience=None, max_source_length=opts["src_len"],
-                                       max_target_length=opts["tgt_len"], eval_batch_size=4, **extra)
+                                       max_target_length=opts["tgt_len"], eval_batch_size=4, precision=precision)
                 model.to(device)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 with Meter(build_trackers(settings(), devices=[device])) as meter:
                     meter.begin_window("train")
-                    with ctx:
-                        res = fit(model, method, bb.tokenizer, data, cfg, total_steps=steps, device=device, seed=0,
-                                  log=lambda s: None)
+                    res = fit(model, method, bb.tokenizer, data, cfg, total_steps=steps, device=device, seed=0,
+                              log=lambda s: None)
                     w = meter.end_window("train")
                 st = step_time_stats(res.step_times_s, b).as_dict()
                 put("steps", res.steps)
@@ -117,7 +96,7 @@ def part_methods(sec: Section, opts) -> None:
                 put("energy_per_step_kwh", None if e is None else e / res.steps, MEASURED,
                     "GPU energy counter Δ / steps" if e is not None else w["reasons"].get("gpu_energy_kwh"))
                 a = row.get("cuda_peak_allocated_bytes")
-                put("allocated_over_modelled", None if a is None else a / modelled[0], MEASURED,
+                put("allocated_over_modelled", None if a is None else a / modelled, MEASURED,
                     "cuda_peak_allocated_bytes / mem_model_bytes" if a is not None
                     else "no CUDA peak: " + str(row["reasons"].get("cuda_peak_allocated_bytes")))
                 row["status"] = "ok"

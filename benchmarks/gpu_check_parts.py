@@ -90,17 +90,6 @@ def fixed_task(n_train: int, src_len: int):
     return TaskData(base.spec, train, train[:4], train[:4], source="synth-sst2, sources lengthened past the cut")
 
 
-def loss_fn(method, batch):
-    has_reg = method.overrides("regularizer")
-
-    def loss(model):
-        out = model(**batch).loss
-        reg = method.regularizer(model) if has_reg else None
-        return out if reg is None else out + reg
-
-    return loss
-
-
 def sync(device) -> None:
     import torch
 

@@ -40,8 +40,6 @@ def _methods(sec: dict) -> list[str]:
     out.append("")
     reasons = sorted({f"{k}: {v}" for r in rows for k, v in r.get("reasons", {}).items()})
     errors = [f"{r['method']} {r['precision']}: {r['error']}" for r in rows if r.get("error")]
-    via = sorted({r["precision_via"] for r in rows if r.get("precision_via")})
-    out += [f"- precision via: {', '.join(via)}"] if via else []
     out += [f"- null because {r}" for r in reasons] + [f"- failed: {e}" for e in errors]
     return out + [""]
 

@@ -49,6 +49,34 @@ def test_a_part_cut_at_its_limit_leaves_the_parts_that_finished(tmp_path):
     assert "## doctor" in md and "cut short" in md
 
 
+def test_the_methods_part_models_each_row_at_its_own_precision_as_estimate_does(tmp_path, capsys):
+    """The check's ratio divides a peak by what a run of that setting records: bf16-mixed rows keep fp32
+    master weights, gradients and optimizer state but save bf16 activations, and equal `energybench estimate`
+    of the same step (tiny-t5, batch 4, sources cut at 32 bytes, labels ' negative'/'positive' + EOS)."""
+    rc, report, _ = _check(tmp_path, "--parts", "methods")
+    assert rc == 0, report["sections"]["methods"]
+    rows = {(r["method"], r["precision"]): r for r in report["sections"]["methods"]["rows"]}
+    parts = ("mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes", "mem_activations_bytes")
+    for r in rows.values():
+        assert r["status"] == "ok", r
+        assert r["mem_model_bytes"] == sum(r[k] for k in parts) and r["how"]["mem_model_bytes"] == "modelled"
+    for name in ("full_ft", "lora"):
+        fp32, mixed = rows[(name, "fp32")], rows[(name, "bf16-mixed")]
+        assert [fp32[k] for k in parts[:3]] == [mixed[k] for k in parts[:3]]
+        assert fp32["mem_activations_bytes"] != mixed["mem_activations_bytes"]
+    suite = tmp_path / "same.yaml"
+    suite.write_text("name: same\noutput_dir: runs\nbackbones: [{name: tiny-t5}]\ntasks: [{name: synth-sst2}]\n"
+                     "methods: [{name: full_ft}, {name: lora}]\ntraining: {batch_size: 4, max_source_length: 32, "
+                     "max_target_length: 16, precision: bf16-mixed}\n")
+    from energybench.cli import main
+
+    capsys.readouterr()
+    label_tokens = len("negative".encode()) + 1  # ByT5: a token per byte, then EOS; 'positive' is as long
+    assert main(["estimate", str(suite), "--format", "json", "--target-length", str(label_tokens), "--jobs", "1"]) == 0
+    for est in json.loads(capsys.readouterr().out):
+        assert est["mem_model_bytes"] == rows[(est["method"], "bf16-mixed")]["mem_model_bytes"], est["method"]
+
+
 def test_a_bad_limit_is_a_clear_error(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_check.py"), "--dry-run", "--limit",
                            "nope=3", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
