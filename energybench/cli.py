@@ -158,8 +158,6 @@ def cmd_estimate(args) -> int:
     try:
         suite = load_suite(resolve_suite_path(args.suite))
         gpu = parse_size(args.gpu_memory) if args.gpu_memory else None
-        if args.batch_size is not None and args.batch_size < 1:
-            raise EstimateError(f"--batch-size {args.batch_size}: must be at least 1")
         rows = estimate_suite(suite, batch_size=args.batch_size, gpu_memory=gpu, source_length=args.source_length,
                               target_length=args.target_length, semantics=args.semantics, jobs=args.jobs)
         text = render(rows, args.format)

@@ -87,9 +87,11 @@ def test_worker_processes_give_the_serial_rows_in_the_suites_order(tmp_path, row
     assert serial == rows  # the module fixture ran in two worker processes
 
 
-def test_zero_jobs_is_exit_2(tmp_path, capsys):
-    assert main(["estimate", str(write_suite(tmp_path, SUITE)), "--jobs", "0"]) == 2
-    assert "--jobs 0" in capsys.readouterr().err
+@pytest.mark.parametrize("flag,value", [("--jobs", "0"), ("--batch-size", "0"), ("--source-length", "0"),
+                                        ("--target-length", "0"), ("--source-length", "-3")])
+def test_a_size_below_one_is_exit_2_naming_the_flag(tmp_path, capsys, flag, value):
+    assert main(["estimate", str(write_suite(tmp_path, SUITE)), flag, value]) == 2
+    assert f"{flag} {value}: must be at least 1" in capsys.readouterr().err
 
 
 def test_bad_gpu_memory_is_exit_2(tmp_path, capsys):

@@ -125,6 +125,10 @@ def estimate_suite(suite: Suite, *, batch_size: int | None = None, gpu_memory: i
 
     Rows are independent, so ``jobs`` worker processes (default: one per core, at most one per row) account
     them side by side; the rows come back in the suite's order whatever finishes first."""
+    for flag, value in (("--batch-size", batch_size), ("--source-length", source_length),
+                        ("--target-length", target_length)):
+        if value is not None and value < 1:  # 0 would otherwise read as "not given"
+            raise EstimateError(f"{flag} {value}: must be at least 1")
     progress = progress or (lambda msg: print(msg, file=sys.stderr, flush=True))
     semantics = semantics or suite.measure.accounting_semantics
     num_labels = _num_labels(suite)
