@@ -15,22 +15,6 @@ import gc
 from gpu_check_parts import MEASURED, MODELLED, Section, fixed_task, settings
 
 
-def _modelled(model, method, tokenizer, data, opts, precision: str):
-    """The accounting of one training step on the check's first batch (every batch has its shape), as a run
-    at ``precision`` records it (run/execute.py): a StepCost, its engine named."""
-    import torch
-
-    from energybench.measure.accounting import account_training_step
-    from energybench.run.execute import training_loss
-    from energybench.train.batches import training_batch
-    from energybench.train.precision import autocast_dtype, loss_scaler_state_bytes
-
-    batch = training_batch(tokenizer, data.spec, data.train[:opts["batch"]], opts["src_len"], opts["tgt_len"])
-    return account_training_step(model, training_loss(method), batch, lambda p: torch.optim.AdamW(p, lr=1e-4),
-                                 mode="fake", semantics="cuda", autocast_dtype=autocast_dtype(precision),
-                                 extra_state_bytes=loss_scaler_state_bytes(precision))
-
-
 def part_methods(sec: Section, opts) -> None:
     import torch
 
@@ -40,6 +24,8 @@ def part_methods(sec: Section, opts) -> None:
     from energybench.methods.base import ApplyContext, count_parameters
     from energybench.models.backbones import load_backbone
     from energybench.registry import load_method, method_names
+    from energybench.run.execute import account_step
+    from energybench.train.batches import training_batch
     from energybench.train.loop import fit
     from energybench.train.settings import TrainingSettings
 
@@ -68,14 +54,16 @@ def part_methods(sec: Section, opts) -> None:
                 bb = load_backbone(opts["backbone"], seed=0)
                 model = method.apply(bb.model, ApplyContext(total_steps=steps, seed=0, task_name="synth-sst2"))
                 put("trainable_params", count_parameters(model)[0])
-                cost = _modelled(model, method, bb.tokenizer, data, opts, precision)
+                cfg = TrainingSettings(learning_rate=1e-4, batch_size=b, max_epochs=1, max_steps=steps,
+                                       eval_every_steps=None, patience=None, max_source_length=opts["src_len"],
+                                       max_target_length=opts["tgt_len"], eval_batch_size=4, precision=precision)
+                # every batch of the fixed task has the first one's shape
+                first = training_batch(bb.tokenizer, data.spec, data.train[:b], opts["src_len"], opts["tgt_len"])
+                cost = account_step(model, method, first, cfg)  # as a run of this setting records it
                 modelled = cost.memory.total_bytes
                 for k, v in cost.memory.as_fields().items():
                     put(k, v, MODELLED)
                 row["accounting_engine"] = cost.engine
-                cfg = TrainingSettings(learning_rate=1e-4, batch_size=b, max_epochs=1, max_steps=steps,
-                                       eval_every_steps=None, patience=None, max_source_length=opts["src_len"],
-                                       max_target_length=opts["tgt_len"], eval_batch_size=4, precision=precision)
                 model.to(device)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

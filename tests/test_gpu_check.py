@@ -52,7 +52,7 @@ def test_a_part_cut_at_its_limit_leaves_the_parts_that_finished(tmp_path):
 def test_the_methods_part_models_each_row_at_its_own_precision_as_estimate_does(tmp_path, capsys):
     """The check's ratio divides a peak by what a run of that setting records: bf16-mixed rows keep fp32
     master weights, gradients and optimizer state but save bf16 activations, and equal `energybench estimate`
-    of the same step (tiny-t5, batch 4, sources cut at 32 bytes, labels ' negative'/'positive' + EOS)."""
+    of the same step (tiny-t5, batch 4, sources cut at 32 bytes, labels 'negative'/'positive' + EOS)."""
     rc, report, _ = _check(tmp_path, "--parts", "methods")
     assert rc == 0, report["sections"]["methods"]
     rows = {(r["method"], r["precision"]): r for r in report["sections"]["methods"]["rows"]}

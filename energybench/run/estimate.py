@@ -27,14 +27,14 @@ from typing import Callable
 
 import torch
 
-from energybench.measure.accounting import account_inference, account_training_step
+from energybench.measure.accounting import account_inference
 from energybench.methods.base import ApplyContext, count_parameters
 from energybench.models.backbones import byte_tokenizer
 from energybench.registry import load_method
-from energybench.run.execute import training_loss
+from energybench.run.execute import account_step
 from energybench.run.plan import resolved_training
 from energybench.suite import BackboneEntry, Suite
-from energybench.train.precision import autocast_dtype, backbone_dtype, loss_scaler_state_bytes
+from energybench.train.precision import autocast_dtype, backbone_dtype
 
 FIGURES = ("trainable_params", "mem_params_bytes", "mem_grads_bytes", "mem_optimizer_bytes",
            "mem_activations_bytes", "mem_model_bytes", "train_flops", "infer_flops")
@@ -243,10 +243,8 @@ def estimate_one(config, entry, cfg, batch: int, src: int, tgt: int, infer_batch
     """The figures of one (backbone config, method entry, training settings) at the given batch shape."""
     model, method = _apply_on_meta(config, entry, cfg)
     trainable, _ = count_parameters(model)
-    cost = account_training_step(model, training_loss(method), _worst_case_batch(config, batch, src, tgt),
-                                 lambda p: torch.optim.AdamW(p, lr=cfg.learning_rate), mode="fake",
-                                 semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision),
-                                 extra_state_bytes=loss_scaler_state_bytes(cfg.precision))
+    cost = account_step(model, method, _worst_case_batch(config, batch, src, tgt), cfg, mode="fake",
+                        semantics=semantics)
     if method.overrides("for_inference"):
         with torch.random.fork_rng(devices=[]), torch.device("meta"):
             model = method.for_inference(model)

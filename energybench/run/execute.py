@@ -218,6 +218,16 @@ def training_loss(method):
     return loss
 
 
+def account_step(model, method, batch: dict, cfg, *, mode: str = "fake", semantics: str = "cuda"):
+    """One training step of ``method`` accounted as the loop runs it at ``cfg`` (AdamW at its rate, autocast and
+    loss scaler by its precision): the figures a run records, ``estimate`` prints and the GPU check divides
+    its CUDA peak by."""
+    return account_training_step(model, training_loss(method), batch,
+                                 lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
+                                 mode=mode, semantics=semantics, autocast_dtype=autocast_dtype(cfg.precision),
+                                 extra_state_bytes=loss_scaler_state_bytes(cfg.precision))
+
+
 def _accounting_note(measure: MeasureSettings, cfg) -> str:
     return (f"{measure.accounting_mode} tensors, {measure.accounting_semantics.upper()} saved-tensor semantics, "
             f"{cfg.precision}{', gradient checkpointing' if cfg.gradient_checkpointing else ''} (DESIGN.md)")
@@ -230,11 +240,8 @@ def _accounting(model, method, train_batch: dict, measure: MeasureSettings, cfg)
         for name in ("mem_model_bytes", "train_flops"):
             figs.null(name, "accounting disabled in the suite (measure.accounting: false)")
         return figs
-    cost = account_training_step(model, training_loss(method), train_batch,
-                                 lambda params: torch.optim.AdamW(params, lr=cfg.learning_rate),
-                                 mode=measure.accounting_mode, semantics=measure.accounting_semantics,
-                                 autocast_dtype=autocast_dtype(cfg.precision),
-                                 extra_state_bytes=loss_scaler_state_bytes(cfg.precision))
+    cost = account_step(model, method, train_batch, cfg, mode=measure.accounting_mode,
+                        semantics=measure.accounting_semantics)
     note = _accounting_note(measure, cfg) + f"; engine: {cost.engine}"
     for name, value in cost.memory.as_fields().items():
         figs.put(name, value, MODELLED, note)
